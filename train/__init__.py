@@ -1,0 +1,1 @@
+"""Paddle 3D-ResNet family, training loop, evaluation, export and predict."""
