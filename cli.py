@@ -6,6 +6,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -71,6 +72,157 @@ def bench() -> None:
 # ==== loader commands (bench loader) ==========================================================
 
 # ==== train commands (train, eval, export, predict) ===========================================
+
+_DEPTHS = ("10", "18", "34", "50", "101", "152", "200")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    src = ctx.get_parameter_source(name)
+    return src is not None and src != click.core.ParameterSource.DEFAULT
+
+
+@main.command()
+@click.option("--model", "model_name", default="r3d18", show_default=True,
+              help="r3d10 ... r3d200, or tiny (R3D-10 layout at widths 8-16-32-64, for demos).")
+@click.option("--depth", type=click.Choice(_DEPTHS), help="Shorthand for --model r3d<DEPTH>.")
+@click.option("--shortcut", type=click.Choice(["A", "B"]),
+              help="Residual shortcut: A (zero-pad, default up to depth 34) or B (1x1x1 conv).")
+@click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
+@click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",
+              show_default=True)
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default="shards",
+              show_default=True)
+@click.option("--clip-size", type=click.IntRange(32), default=112, show_default=True,
+              help="Spatial crop S of the 16xSxS clips.")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True,
+              help="Paddle Momentum lr. Hara's 0.1 with PyTorch dampening 0.9 is 0.01 here: "
+              "Paddle has no dampening, and lr*(1-0.9) gives the same update.")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-3, show_default=True)
+@click.option("--schedule", type=click.Choice(["plateau", "multistep"]), default="plateau",
+              show_default=True, help="plateau: lr x0.1 when val loss stalls --patience epochs.")
+@click.option("--patience", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--milestones", default="", help="Comma-separated epochs for --schedule multistep.")
+@click.option("--epochs", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
+              show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
+@click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
+              show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
+@click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
+@click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--threads", "num_threads", type=click.IntRange(1), default=4, show_default=True,
+              help="Loader decode threads.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: runs/<model>_split<split>.")
+@click.option("--resume", is_flag=True,
+              help="Continue --run-dir from its last.pdckpt; options not given are the run's.")
+@click.pass_context
+@library_errors
+def train(ctx: click.Context, **opts: Any) -> None:
+    """Train a 3D ResNet with Hara et al.'s CVPR 2018 recipe (SGD, ReduceLROnPlateau)."""
+    import json
+
+    from train.config import TrainConfig
+    from train.loop import CONFIG_JSON, METRICS_JSONL, fit
+    from train.models import model_name
+
+    depth, width, milestones = opts.pop("depth"), opts.pop("width"), opts.pop("milestones")
+    if depth is not None and _given(ctx, "model_name"):
+        raise click.BadParameter("give --model or --depth, not both", param_hint="--depth")
+    try:
+        opts["model"] = model_name(f"r3d{depth}" if depth else opts.pop("model_name"))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from e
+    opts.pop("model_name", None)
+    try:
+        opts["milestones"] = tuple(int(m) for m in milestones.split(",") if m.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{milestones!r} is not a list of epochs",
+                                 param_hint="--milestones") from e
+    opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
+    opts["size"] = opts.pop("clip_size")
+    resume = opts.pop("resume")
+    given = {k for k in opts if k in ctx.params and _given(ctx, k)}
+    given |= {"model"} if depth or _given(ctx, "model_name") else set()
+    given |= {"widths"} if width else set()
+    given |= {"size"} if _given(ctx, "clip_size") else set()
+    if opts["run_dir"] is None:
+        opts["run_dir"] = Path("runs") / f"{opts['model']}_split{opts['split']}"
+    saved = opts["run_dir"] / CONFIG_JSON
+    if resume and saved.is_file():  # the run's own options, updated by those given now
+        base = TrainConfig.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        cfg = base.replace(**{k: v for k, v in opts.items() if k in given})
+    else:
+        cfg = TrainConfig(**opts)
+    run = fit(cfg, resume=resume)
+    lines = (run / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    best = max((json.loads(ln).get("val_acc", -1) for ln in lines), default=-1)
+    click.echo(f"trained {cfg.model} to epoch {last.get('epoch')}: train loss "
+               f"{last.get('train_loss', float('nan')):.4f}, best val clip acc {best:.4f} -> {run}")
+
+
+@main.command("eval")
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A checkpoint written by `ucf3d train` (best.pdckpt or last.pdckpt).")
+@click.option("--mode", type=click.Choice(["clip", "video", "both"]), default="both",
+              show_default=True, help="clip: 3 clips per video; video: every 16-frame window.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: <run dir>/eval-<checkpoint name>).")
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: the checkpoint's.")
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: the checkpoint's.")
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]))
+@click.option("--threads", "num_threads", type=click.IntRange(1))
+@library_errors
+def eval_(ckpt: Path, mode: str, out: Path | None, device: str, **loader: Any) -> None:
+    """Clip and video top-1/top-5 of a checkpoint, per-video predictions, confusion matrix."""
+    from train.evaluation import EVAL_MODES, evaluate_checkpoint
+
+    modes = EVAL_MODES if mode == "both" else (mode,)
+    r = evaluate_checkpoint(ckpt, modes=modes, out_dir=out, device=device,
+                            loader_overrides=loader, progress=progress_bar("eval"))
+    parts = [f"{m}: clip top-1 {v['clip_top1']:.4f}, video top-1 {v['video_top1']:.4f} "
+             f"top-5 {v['video_top5']:.4f} ({v['videos']} videos)" for m, v in r["modes"].items()]
+    click.echo("; ".join(parts) + f" -> {r['files']['eval']}")
+
+
+@main.command("export")
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@library_errors
+def export_(ckpt: Path, out: Path) -> None:
+    """Export a checkpoint as a Paddle inference model (dynamic batch) with its class names."""
+    from train.export import export_checkpoint
+
+    click.echo(f"exported {ckpt} -> {export_checkpoint(ckpt, out)}")
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="A folder written by `ucf3d export`.")
+@click.option("--topk", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@library_errors
+def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
+    """Top-k actions in a raw video (any format ffmpeg reads), averaged over its 16-frame clips."""
+    from train.predict import predict_video
+
+    r = predict_video(video, model_dir, topk=topk, device=device)
+    click.echo(f"{video}: {r['windows']} windows")
+    for i, (name, p) in enumerate(r["top"], 1):
+        click.echo(f"{i}. {name} {p:.4f}")
 
 # ==== demo and report ========================================================================
 

@@ -1,0 +1,124 @@
+"""TrainConfig: the frozen, resolved training configuration kept beside every run and checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from train.models import DEPTHS, default_shortcut, model_name
+
+SCHEDULES = ("plateau", "multistep")
+AMP_MODES = ("none", "fp16", "bf16")
+DEVICES = ("cpu", "gpu")
+MEAN = (114.77, 107.74, 99.48)  # Hara's ActivityNet mean on 0-255 RGB, the loader's default
+STD = (1.0, 1.0, 1.0)
+
+# Fields that define what a run *is*: a run directory or checkpoint that differs in one of these
+# holds a different run. The rest (epochs, logging, devices, threads) may change on --resume.
+IDENTITY_FIELDS = (
+    "model", "shortcut", "widths", "num_classes", "split", "clip_len", "size", "batch_size",
+    "lr", "momentum", "weight_decay", "schedule", "patience", "milestones", "gamma", "seed", "amp",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hara et al. CVPR 2018 defaults; num_classes None = read from the split summary."""
+
+    model: str = "r3d18"  # registry name (train.models.MODELS)
+    shortcut: str | None = None  # None -> the depth's default (A up to R3D-34, B from R3D-50)
+    widths: tuple[int, ...] | None = None  # None = 64-128-256-512 (tiny: 8-16-32-64)
+    num_classes: int | None = None
+    manifests: Path = Path("manifests")
+    shards: Path = Path("shards")
+    split: int = 1
+    clip_len: int = 16
+    size: int = 112
+    batch_size: int = 128
+    # Hara: lr 0.1, momentum 0.9, dampening 0.9 in PyTorch. Paddle's Momentum has no dampening;
+    # PyTorch's step lr*(1-d)*(g + wd*w) equals Paddle's step at lr 0.01 with the same L2 decay.
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    schedule: str = "plateau"  # ReduceLROnPlateau on validation loss, as in Hara's main.py
+    patience: int = 10
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    epochs: int = 200
+    device: str = "cpu"
+    decode: str = "cpu"
+    amp: str = "none"
+    checkpoint_every: int = 10
+    val_every: int = 1
+    log_every: int = 10
+    max_steps: int | None = None  # per epoch; None = the whole epoch (short runs for demos/tests)
+    max_val_steps: int | None = None
+    seed: int = 1
+    num_threads: int = 4
+    run_dir: Path = Path("runs/r3d18_split1")
+    extra: dict[str, Any] = field(default_factory=dict)  # loader options passed through as-is
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", model_name(self.model))
+        if self.shortcut is None:
+            object.__setattr__(self, "shortcut", default_shortcut(self.model))
+        for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
+                              ("decode", DEVICES), ("shortcut", ("A", "B", None))):  # fmt: skip
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones (epochs at which lr *= gamma)")
+        for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.size < 32 or self.clip_len < 1:
+            raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
+        for name in ("manifests", "shards", "run_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("widths", "milestones"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))
+
+    @property
+    def depth(self) -> int | None:
+        d = self.model.removeprefix("r3d")
+        return int(d) if d.isdigit() and int(d) in DEPTHS else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: d[k] for k in IDENTITY_FIELDS}
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """`field: ours != theirs` for every identity field that differs."""
+        a, b = self.identity(), other.identity()
+        if a["num_classes"] is None or b["num_classes"] is None:  # None: "whatever the data has"
+            a["num_classes"] = b["num_classes"] = None
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in IDENTITY_FIELDS if a[k] != b[k]]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write: tmp file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,340 @@
+"""Training as plain functions: train_one_epoch, evaluate, fit (run dir, checkpoints, metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle.utils import unique_name
+
+from train import checkpoint as ck
+from train.config import TrainConfig, write_json
+from train.models import create_model
+
+log = logging.getLogger(__name__)
+
+CONFIG_JSON = "config.json"
+METRICS_JSONL = "metrics.jsonl"
+# Paddle's O1 white list has no conv3d: without it a 3D ResNet would run almost all in fp32.
+AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
+
+
+class ClipSource(Protocol):
+    """What fit needs from a loader: class names and one iterable of batches per epoch."""
+
+    classes: list[str]
+
+    def epoch(self, index: int) -> Iterable[Any]: ...
+
+
+@dataclass
+class Amp:
+    """Mixed precision: autocast context plus a GradScaler (enabled for fp16 only)."""
+
+    mode: str = "none"  # none | fp16 | bf16
+
+    def __post_init__(self) -> None:
+        self.scaler = paddle.amp.GradScaler(enable=self.mode == "fp16", init_loss_scaling=2.0**15)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.mode == "none":
+            return contextlib.nullcontext()
+        dtype = "float16" if self.mode == "fp16" else "bfloat16"
+        return paddle.amp.auto_cast(custom_white_list=AMP_WHITE_LIST, level="O1", dtype=dtype)
+
+
+def _inputs(batch: Any, amp: Amp) -> tuple[paddle.Tensor, paddle.Tensor]:
+    clips, labels = batch.clips, batch.labels  # (N, 3, T, H, W), (N,)
+    if not isinstance(clips, paddle.Tensor):
+        clips = paddle.to_tensor(np.asarray(clips))
+    if not isinstance(labels, paddle.Tensor):
+        labels = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
+    place = paddle.get_device()
+    if place.startswith("gpu") and not clips.place.is_gpu_place():
+        clips, labels = clips.cuda(), labels.cuda()
+    elif place == "cpu" and not clips.place.is_cpu_place():
+        clips, labels = clips.cpu(), labels.cpu()
+    if amp.mode == "none" and clips.dtype != paddle.float32:
+        clips = clips.astype("float32")
+    return clips, labels.astype("int64").flatten()
+
+
+def _loss(model: paddle.nn.Layer, clips: paddle.Tensor, labels: paddle.Tensor, amp: Amp):
+    with amp.autocast():
+        logits = model(clips)  # (N, classes)
+    logits = logits.astype("float32")
+    return F.cross_entropy(logits, labels), logits
+
+
+def train_one_epoch(
+    model: paddle.nn.Layer,
+    optimizer: paddle.optimizer.Optimizer,
+    batches: Iterable[Any],
+    amp: Amp,
+    *,
+    epoch: int = 0,
+    log_every: int = 10,
+    max_steps: int | None = None,
+    total: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """One pass over `batches`: loss, acc, clips/s and the share of time spent waiting for data."""
+    model.train()
+    loss_sum = correct = clips_seen = steps = 0
+    wait = 0.0
+    start = tick = time.perf_counter()
+    for step, batch in enumerate(batches):
+        if max_steps is not None and step >= max_steps:
+            break
+        wait += time.perf_counter() - tick
+        clips, labels = _inputs(batch, amp)
+        loss, logits = _loss(model, clips, labels, amp)
+        amp.scaler.scale(loss).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+        optimizer.clear_grad()
+        n, value = int(labels.shape[0]), float(loss)  # float() waits for the step to finish
+        if not math.isfinite(value):
+            raise RuntimeError(
+                f"epoch {epoch} step {step}: loss is {value}; lower --lr or use fp32"
+            )
+        steps += 1
+        loss_sum += value * n
+        correct += int((logits.argmax(axis=1) == labels).astype("int64").sum())
+        clips_seen += n
+        if on_step is not None:
+            on_step(step, value)
+        tick = time.perf_counter()
+        if (step + 1) % log_every == 0:
+            log.info(
+                "epoch %d step %d/%s loss %.4f acc %.3f lr %.2e clips/s %.1f data %.0f%%",
+                epoch + 1, step + 1, total or "?", loss_sum / clips_seen, correct / clips_seen,
+                optimizer.get_lr(), clips_seen / (tick - start), 100 * wait / (tick - start),
+            )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if steps == 0:
+        raise RuntimeError(f"epoch {epoch}: the training loader yielded no batches")
+    return {
+        "loss": loss_sum / clips_seen,
+        "acc": correct / clips_seen,
+        "clips": clips_seen,
+        "clips_per_s": clips_seen / elapsed,
+        "data_wait_pct": 100 * wait / elapsed,
+        "time_s": elapsed,
+    }
+
+
+@paddle.no_grad()
+def evaluate(
+    model: paddle.nn.Layer,
+    batches: Iterable[Any],
+    amp: Amp | None = None,
+    *,
+    max_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Logits of every clip: loss, clip accuracy and (N, K) logits, labels and video keys."""
+    amp = amp or Amp()
+    model.eval()
+    logits_all, labels_all, keys = [], [], []
+    start = time.perf_counter()
+    for step, batch in enumerate(batches):
+        if max_steps is not None and step >= max_steps:
+            break
+        clips, labels = _inputs(batch, amp)
+        _, logits = _loss(model, clips, labels, amp)
+        logits_all.append(logits.numpy())
+        labels_all.append(labels.numpy())
+        keys.extend(batch.keys)
+        if progress is not None:
+            progress(len(batch.keys))
+    if not logits_all:
+        raise RuntimeError("the evaluation loader yielded no batches")
+    logits, labels = np.concatenate(logits_all), np.concatenate(labels_all)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    return {
+        "loss": float(-logp[np.arange(len(labels)), labels].mean()),
+        "acc": float((logits.argmax(1) == labels).mean()),
+        "logits": logits,
+        "labels": labels,
+        "keys": keys,
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def build_optimizer(cfg: TrainConfig, model: paddle.nn.Layer):
+    """SGD with momentum and L2 decay; ReduceOnPlateau on val loss or MultiStepDecay by epoch."""
+    if cfg.schedule == "plateau":
+        sched = paddle.optimizer.lr.ReduceOnPlateau(cfg.lr, mode="min", factor=cfg.gamma,
+                                                    patience=cfg.patience)  # fmt: skip
+    else:
+        sched = paddle.optimizer.lr.MultiStepDecay(cfg.lr, list(cfg.milestones), cfg.gamma)
+    opt = paddle.optimizer.Momentum(
+        sched, cfg.momentum, model.parameters(), weight_decay=cfg.weight_decay,
+        multi_precision=cfg.amp == "fp16",
+    )  # fmt: skip
+    return opt, sched
+
+
+def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
+    """The real DALI loaders: random clips from the train subset, 3 clips per test video for val."""
+    from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
+
+    common = dict(
+        manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
+        clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
+        num_threads=cfg.num_threads, dtype="float16" if cfg.amp == "fp16" else "float32",
+        **cfg.extra,
+    )  # fmt: skip
+    train = ClipLoader(LoaderConfig(subset="train", mode="train", **common))
+    val = ClipLoader(LoaderConfig(subset="test", mode="clip", **common))
+    return train, val
+
+
+def prepare_run_dir(cfg: TrainConfig, resume: bool) -> Path | None:
+    """Refuse a run directory that holds another run; return the checkpoint to resume, if any."""
+    run, last = cfg.run_dir, cfg.run_dir / ck.LAST
+    cfg_file = run / CONFIG_JSON
+    if cfg_file.is_file():
+        try:
+            old = TrainConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"{cfg_file}: unreadable run config ({e}); choose another --run-dir"
+            ) from e
+        diff = old.differences(cfg)
+        if diff:
+            raise ValueError(
+                f"{cfg_file}: run directory holds a different run ({'; '.join(diff[:3])}); "
+                "choose another --run-dir or repeat the original options"
+            )
+        if last.exists() and not resume:
+            raise ValueError(
+                f"{last}: run directory already holds this run; pass --resume to continue it "
+                "or choose another --run-dir"
+            )
+    if not resume:
+        return None
+    if not last.exists():
+        raise ck.CheckpointError(f"{last}: no checkpoint to resume from; drop --resume to start")
+    return last
+
+
+def _append_metrics(path: Path, record: dict[str, Any], keep_upto: int | None = None) -> None:
+    """Append one JSON line; with keep_upto, first drop lines of epochs after the resumed one."""
+    if keep_upto is not None:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= keep_upto]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        tmp.replace(path)
+    if record:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    train_data: ClipSource | None = None,
+    val_data: ClipSource | None = None,
+) -> Path:
+    """Train cfg.epochs epochs (or the rest, with resume) into cfg.run_dir; returns the run dir."""
+    to_resume = prepare_run_dir(cfg, resume)
+    state = ck.load_checkpoint(to_resume) if to_resume else None
+    if state is not None:
+        diff = ck.checkpoint_config(state, to_resume).differences(cfg)
+        if diff:
+            raise ck.CheckpointError(
+                f"{to_resume}: checkpoint is of another run ({'; '.join(diff)})"
+            )
+    if train_data is None:
+        train_data, val_data = open_loaders(cfg)
+    classes = list(train_data.classes)
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        raise ValueError(
+            f"{cfg.manifests}: data has {len(classes)} classes, config says {cfg.num_classes}"
+        )
+    cfg = cfg.replace(num_classes=len(classes))
+    paddle.set_device("gpu" if cfg.device == "gpu" else "cpu")
+    # Same parameter and accumulator names in every run, so a saved optimiser state loads.
+    with unique_name.guard():
+        return _fit(cfg, state, to_resume, classes, train_data, val_data)
+
+
+def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
+    run = cfg.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    paddle.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = create_model(cfg.model, len(classes), cfg.shortcut, cfg.widths)
+    opt, sched = build_optimizer(cfg, model)
+    amp = Amp(cfg.amp)
+    start, best = 0, -1.0
+    if state is not None:
+        ck.load_model_weights(model, state["model"], ckpt_path)
+        opt.set_state_dict(state["optimizer"])
+        sched.set_state_dict(state["scheduler"])
+        amp.scaler.load_state_dict(state["scaler"])
+        ck.set_rng_state(state["rng"])
+        start, best = int(state["epoch"]), float(state["best_acc"])
+        log.info("resumed %s at epoch %d (best val acc %.4f)", ckpt_path, start, best)
+    write_json(run / CONFIG_JSON, cfg.to_dict())
+    _append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
+    for epoch in range(start, cfg.epochs):
+        steps = _epoch_len(train_data, cfg.max_steps)
+        lr = opt.get_lr()
+        tr = train_one_epoch(
+            model, opt, train_data.epoch(epoch), amp,
+            epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
+        )  # fmt: skip
+        record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
+        if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
+            record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])
+            if cfg.schedule == "plateau":
+                sched.step(ev["loss"])
+        if cfg.schedule == "multistep":
+            sched.step()
+        log.info("epoch %d: %s", epoch + 1, _fmt(record))
+        _append_metrics(run / METRICS_JSONL, record)
+        is_best = record.get("val_acc", -1.0) > best
+        best = max(best, record.get("val_acc", -1.0))
+        ckpt_state = {
+            "config": cfg.to_dict(), "classes": classes, "epoch": epoch + 1, "best_acc": best,
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": amp.scaler.state_dict(),
+            "rng": ck.rng_state(), "metrics": record,
+        }  # fmt: skip
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            ck.save_checkpoint(run / ck.LAST, ckpt_state)
+        if is_best:
+            ck.save_checkpoint(run / ck.BEST, ckpt_state)
+    return run
+
+
+def _epoch_len(data: Any, max_steps: int | None) -> int | None:
+    try:
+        n = len(data)
+    except TypeError:
+        return max_steps
+    return n if max_steps is None else min(n, max_steps)
+
+
+def _fmt(record: dict[str, Any]) -> str:
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_clips_per_s")
+    return " ".join(f"{k} {record[k]:.4g}" for k in keys if k in record)

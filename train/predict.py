@@ -1,0 +1,87 @@
+"""Predict the action in a raw video with an exported model: top-k class names and probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.export import META, PREFIX
+from train.metrics import softmax
+from train.preprocess import video_clips
+
+
+def load_meta(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / META
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; export a model with `ucf3d export` first")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}); export the model again") from e
+    for key in ("classes", "clip_len", "size", "short_side", "mean", "std"):
+        if key not in meta:
+            raise ValueError(f"{path}: missing {key!r}; export the model again")
+    return meta
+
+
+class Predictor:
+    """paddle.inference predictor over DIR/model.json (or .pdmodel) + DIR/model.pdiparams."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", threads: int = 2) -> None:
+        import paddle.inference as pi
+
+        model_dir = Path(model_dir)
+        self.meta = load_meta(model_dir)
+        params = model_dir / f"{PREFIX}.pdiparams"
+        program = next(
+            (
+                p
+                for p in (model_dir / f"{PREFIX}.json", model_dir / f"{PREFIX}.pdmodel")
+                if p.is_file()
+            ),
+            None,
+        )
+        if program is None or not params.is_file():
+            raise FileNotFoundError(f"{model_dir}: model files missing; export the model again")
+        config = pi.Config(str(program), str(params))
+        if device == "gpu":
+            config.enable_use_gpu(256, 0)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)
+        config.disable_glog_info()
+        self.predictor = pi.create_predictor(config)
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def logits(self, clips: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """(N, 3, T, S, S) float32 -> (N, classes) logits, in batches."""
+        out = []
+        for i in range(0, len(clips), batch_size):
+            x = np.ascontiguousarray(clips[i : i + batch_size], dtype=np.float32)
+            self.input.reshape(list(x.shape))
+            self.input.copy_from_cpu(x)
+            self.predictor.run()
+            out.append(self.output.copy_to_cpu())
+        return np.concatenate(out)
+
+
+def predict_video(
+    video: Path, model_dir: Path, topk: int = 5, device: str = "cpu", threads: int = 2
+) -> dict[str, Any]:
+    """Softmax averaged over every non-overlapping window (video-mode eval) -> top-k classes."""
+    pred = Predictor(model_dir, device, threads)
+    m = pred.meta
+    clips = video_clips(Path(video), m["clip_len"], m["size"], m["short_side"], m["mean"], m["std"])
+    logits = pred.logits(clips)  # (N, classes)
+    probs = softmax(logits).mean(axis=0)  # (classes,)
+    order = np.argsort(-probs, kind="stable")[:topk]
+    return {
+        "video": str(video),
+        "windows": len(clips),
+        "top": [(m["classes"][i], float(probs[i])) for i in order],
+        "logits": logits,
+    }
