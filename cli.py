@@ -69,6 +69,157 @@ def bench() -> None:
 
 # ==== prep commands (synth, extract, shard, bench prep) ======================================
 
+_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
+
+
+class ByteSize(click.ParamType):
+    """64MB, 500k, 1GiB or a plain number of bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        import re
+
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?[iI]?)[bB]?\s*", str(value))
+        if not m or m.group(2).upper() not in _SIZE_UNITS:
+            self.fail(f"{value!r} is not a size like 64MB, 500k or 1GiB", param, ctx)
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+_ffmpeg_option = click.option(
+    "--ffmpeg", envvar="UCF3D_FFMPEG", default=None, metavar="PATH",
+    help="ffmpeg binary (default: $UCF3D_FFMPEG, else the one imageio-ffmpeg ships).",
+)  # fmt: skip
+_jobs_option = click.option(
+    "--jobs", "-j", type=click.IntRange(0), default=0, show_default=True,
+    help="Parallel ffmpeg processes (0: all cores).",
+)  # fmt: skip
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
+@click.option("--groups", type=click.IntRange(1, 99), default=25, show_default=True)
+@click.option("--clips", type=click.IntRange(1, 99), default=1, show_default=True,
+              help="Clips per group and class.")
+@click.option("--seconds", type=click.FloatRange(0.8, 60), default=3.0, show_default=True,
+              help="Mean clip length (each is 0.7x-1.3x this).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_jobs_option
+@_ffmpeg_option
+@library_errors
+def synth(out: Path, classes: int, groups: int, clips: int, seconds: float, seed: int, jobs: int,
+          ffmpeg: str | None) -> None:
+    """Write a synthetic UCF-101 (classes differ only by motion) under OUT."""
+    from prep.synth import SynthConfig
+    from prep.synth import synth as run
+
+    cfg = SynthConfig(out, classes, groups, clips, seconds, seed, jobs, ffmpeg)
+    res = run(cfg, progress_bar("synth"))
+    click.echo(f"synth: {res['videos']} videos of {res['classes']} classes "
+               f"({res['frames']} frames) in {out}")
+
+
+@main.command()
+@click.option("--videos", required=True, type=_existing_dir,
+              help="The unpacked UCF-101/ directory (<Class>/<video>.avi).")
+@click.option("--splits", required=True, type=_existing_dir,
+              help="ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Work directory (videos/, index.jsonl, errors.jsonl).")
+@click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
+@click.option("--short-side", type=click.IntRange(16, 4096), default=128, show_default=True)
+@click.option("--fps", type=click.IntRange(1, 240), default=25, show_default=True)
+@click.option("--gop", type=click.IntRange(1, 1000), default=16, show_default=True,
+              help="Keyframe interval in frames (closed GOPs).")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Encoder quality (default: 32 for vp9, 23 for h264).")
+@_jobs_option
+@click.option("--strict", is_flag=True, help="Exit 1 if any listed video could not be prepared.")
+@_ffmpeg_option
+@library_errors
+def extract(videos: Path, splits: Path, out: Path, codec: str, short_side: int, fps: int, gop: int,
+            crf: int | None, jobs: int, strict: bool, ffmpeg: str | None) -> None:
+    """Re-encode every video of the official split lists to the training format (resumable)."""
+    from prep.extract import ExtractConfig
+    from prep.extract import extract as run
+
+    cfg = ExtractConfig(videos, splits, out, codec, short_side, fps, gop, crf, jobs, strict, ffmpeg)
+    res = run(cfg, progress_bar("extract"))
+    click.echo(f"extract: {res.prepared} videos prepared ({res.encoded} encoded, {res.skipped} "
+               f"already done), {res.errors} errors -> {out}")
+
+
+@main.command()
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="extract's work directory (required unless --verify).")
+@click.option("--split", required=True, type=click.IntRange(1, 3), help="Official split 1, 2 or 3.")
+@click.option("--shards", "shards_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("shards"), show_default=True)
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("manifests"), show_default=True)
+@click.option("--shard-size", type=ByteSize(), default="64MB", show_default=True,
+              help="Target shard size.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample-order shuffle seed.")
+@click.option("--verify", is_flag=True,
+              help="Only re-read the split's shards against its manifests; exit 1 on a mismatch.")
+@library_errors
+def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shard_size: int,
+          seed: int, verify: bool) -> None:
+    """Write webdataset shards (stored once for all splits) and split N's manifests."""
+    if verify:
+        from prep.verify import verify as run_verify
+
+        problems = run_verify(manifests, split, progress_bar("verify"))
+        for p in problems:
+            click.echo(p, err=True)
+        if problems:
+            raise click.ClickException(f"split {split}: {len(problems)} mismatch(es) in the shards")
+        click.echo(f"verify: split {split} shards match their manifests ({manifests})")
+        return
+    if work is None:
+        raise click.UsageError("--work is required (unless --verify)")
+    from prep.shard import ShardConfig
+    from prep.shard import shard as run
+
+    cfg = ShardConfig(work, split, shards_dir, manifests, shard_size, seed)
+    s = run(cfg, progress_bar("shard"))
+    sub = s["subsets"]
+    click.echo(f"shard: split {split}: {sub['train']['videos']} train / "
+               f"{sub['test']['videos']} test videos in {len(s['shards'])} shards "
+               f"({s['written']} written) -> {shards_dir}, {manifests}")
+
+
+@bench.command("prep")
+@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/tmp/ucf3d-bench-prep"), show_default=True)
+@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Real UCF-101/ videos (default: synthesize into --scratch).")
+@click.option("--splits", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None)
+@click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
+@click.option("--groups", type=click.IntRange(1, 99), default=5, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.8, 60), default=7.0, show_default=True)
+@click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
+@_jobs_option
+@_ffmpeg_option
+@library_errors
+def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes: int, groups: int,
+               seconds: float, codec: str, jobs: int, ffmpeg: str | None) -> None:
+    """extract+shard vs. per-frame JPEGs (the original code's route); prints one JSON line."""
+    import json
+
+    from prep.bench import BenchPrepConfig
+    from prep.bench import bench_prep as run
+
+    cfg = BenchPrepConfig(scratch, videos, splits, classes, groups, 1, seconds, jobs, codec,
+                          ffmpeg=ffmpeg)
+    click.echo(json.dumps(run(cfg)))
+
+
 # ==== loader commands (bench loader) ==========================================================
 
 # ==== train commands (train, eval, export, predict) ===========================================

@@ -22,6 +22,67 @@ WORK_ERRORS = "errors.jsonl"  # one {"key", "path", "reason"} per video that cou
 WORK_CONFIG = "extract_config.json"
 VIDEO_EXT = {"vp9": "webm", "h264": "mp4"}  # codec -> container extension (also the tar component)
 
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One prepared video in WORK/index.jsonl, and the shard's `json` component."""
+
+    key: str  # video id, the source file name without extension
+    cls: str  # class (folder) name; JSON field "class"
+    label: int  # 0-based: classInd.txt's number minus one
+    n_frames: int  # exact frame count, counted by decoding the training-format video
+    width: int
+    height: int
+    fps: int
+    codec: str  # "vp9" or "h264"
+    gop: int  # a keyframe every `gop` frames, closed GOPs, no reordering
+    bytes: int  # size of the training-format video
+    sha256: str  # of the training-format video
+    src_bytes: int
+    src_sha256: str
+    path: str  # of the training-format video, relative to WORK
+    train_in: tuple[int, ...] = ()  # official splits that train on this video
+    test_in: tuple[int, ...] = ()  # official splits that test on it
+
+    def to_obj(self) -> dict:
+        d = asdict(self)
+        d["class"] = d.pop("cls")
+        d["train_in"], d["test_in"] = list(self.train_in), list(self.test_in)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), sort_keys=True)
+
+    @classmethod
+    def from_obj(cls, obj: object, where: str) -> VideoRecord:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{where}: expected a JSON object")
+        obj = dict(obj)
+        if "class" in obj:
+            obj["cls"] = obj.pop("class")
+        names = [f.name for f in fields(cls)]
+        missing = sorted(set(names[:14]) - set(obj))
+        if missing:
+            raise FormatError(f"{where}: missing field(s) {', '.join(missing)}")
+        try:
+            obj["train_in"] = tuple(obj.get("train_in", ()))
+            obj["test_in"] = tuple(obj.get("test_in", ()))
+            return cls(**{k: obj[k] for k in names if k in obj})
+        except TypeError as e:
+            raise FormatError(f"{where}: {e}") from e
+
+
+def shard_index_name(shard: str) -> str:
+    """DALI index file beside a shard: `fam-t1-00000.tar` -> `fam-t1-00000.idx` (wds2idx's name)."""
+    return shard[: -len(".tar")] + ".idx" if shard.endswith(".tar") else shard + ".idx"
+
+
+def resolve_shards_dir(summary_path: Path, summary: dict) -> Path:
+    """The summary's "shards_dir" is relative to the summary's own directory (or absolute)."""
+    return (Path(summary_path).parent / summary["shards_dir"]).resolve()
+
+
 # --- shard samples: <key>.<component> members of a webdataset tar --------------------------
 COMP_CLS = "cls"  # ASCII decimal 0-based label (webdataset's convention, decoded to int)
 COMP_JSON = "json"  # UTF-8 JSON object with the VideoRecord fields

@@ -1,1 +1,1 @@
-"""Data preparation: synthetic UCF-101, ffmpeg re-encode (extract), webdataset shards and manifests."""
+"""Data preparation: synthetic UCF-101, ffmpeg re-encode (extract), webdataset shards, manifests."""
