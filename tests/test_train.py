@@ -1,0 +1,156 @@
+"""Training loop: loss goes down, exact resume, run-dir and checkpoint safety, AMP, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from click.testing import CliRunner
+
+import cli
+from train import checkpoint as ck
+from train.config import TrainConfig
+from train.data import ArrayClips, random_clips
+from train.loop import Amp, build_optimizer, fit, train_one_epoch
+from train.models import create_model
+
+CLASSES = ["Apply", "Brush", "Cut", "Dive"]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ArrayClips, ArrayClips]:
+    x, y = random_clips(16, len(CLASSES), size=32, seed=0)
+    return (
+        ArrayClips(x, y, CLASSES, batch_size=4, shuffle=True, seed=3),
+        ArrayClips(x, y, CLASSES, batch_size=8, keys=[f"v{i // 2}" for i in range(16)]),
+    )
+
+
+def tiny_cfg(run_dir: Path, **kw) -> TrainConfig:
+    opts = dict(model="tiny", batch_size=4, size=32, epochs=2, checkpoint_every=1, log_every=2)
+    return TrainConfig(run_dir=run_dir, **{**opts, **kw})
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch() -> None:
+    paddle.seed(0)
+    x, y = random_clips(4, 4, size=32, seed=1)
+    batch = ArrayClips(x, y, CLASSES, batch_size=4)
+    model = create_model("tiny", 4)
+    opt, _ = build_optimizer(TrainConfig(model="tiny", lr=0.01), model)
+    losses = [
+        train_one_epoch(model, opt, batch.epoch(0), Amp(), log_every=100)["loss"] for _ in range(8)
+    ]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_fit_writes_run_outputs(tmp_path: Path, data) -> None:
+    run = fit(tiny_cfg(tmp_path / "run"), train_data=data[0], val_data=data[1])
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_clips_per_s",
+                "train_data_wait_pct", "train_time_s"):  # fmt: skip
+        assert key in lines[0]
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_classes"] == 4 and config["model"] == "tiny" and config["shortcut"] == "A"
+    state = ck.load_checkpoint(run / ck.LAST)
+    assert state["config"] == config and state["epoch"] == 2 and state["classes"] == CLASSES
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_acc"} <= set(state)
+    assert (run / ck.BEST).is_file()
+    assert not list(run.glob("*.tmp"))
+
+
+def test_resume_continues_exactly(tmp_path: Path, data) -> None:
+    whole = fit(tiny_cfg(tmp_path / "whole"), train_data=data[0], val_data=data[1])
+    part = tiny_cfg(tmp_path / "part", epochs=1)
+    fit(part, train_data=data[0], val_data=data[1])
+    fit(part.replace(epochs=2), resume=True, train_data=data[0], val_data=data[1])
+    a = [json.loads(ln) for ln in (whole / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(ln) for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 2
+    for key in ("train_loss", "val_loss", "train_acc", "lr"):
+        assert b[1][key] == pytest.approx(a[1][key], rel=1e-6, abs=1e-7), key
+    wa = ck.load_checkpoint(whole / ck.LAST)["model"]
+    wb = ck.load_checkpoint(tmp_path / "part" / ck.LAST)["model"]
+    for k in wa:
+        np.testing.assert_allclose(np.asarray(wa[k]), np.asarray(wb[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_multistep_schedule_lowers_lr(tmp_path: Path, data) -> None:
+    cfg = tiny_cfg(tmp_path / "ms", epochs=3, schedule="multistep", milestones=(1, 2), max_steps=1)
+    run = fit(cfg, train_data=data[0], val_data=None)
+    lrs = [json.loads(ln)["lr"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001])
+
+
+def test_run_dir_of_another_run_is_refused(tmp_path: Path, data) -> None:
+    fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
+    with pytest.raises(ValueError, match=r"config\.json: run directory holds a different run "
+                       r"\(model: 'tiny' != 'r3d10'\)"):  # fmt: skip
+        fit(tiny_cfg(tmp_path / "run", model="r3d10"), train_data=data[0])
+    with pytest.raises(ValueError, match=r"last\.pdckpt: .*pass --resume"):
+        fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0])
+    with pytest.raises(ck.CheckpointError, match=r"last\.pdckpt: no checkpoint to resume"):
+        fit(tiny_cfg(tmp_path / "empty"), resume=True, train_data=data[0])
+
+
+def test_checkpoint_errors(tmp_path: Path, data) -> None:
+    run = fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
+    bad = tmp_path / "bad.pdckpt"
+    bad.write_bytes((run / ck.LAST).read_bytes()[:1000])  # truncated: a crash mid-copy
+    with pytest.raises(ck.CheckpointError, match=r"bad\.pdckpt: not a readable checkpoint"):
+        ck.load_checkpoint(bad)
+    with pytest.raises(ck.CheckpointError, match="not found"):
+        ck.load_checkpoint(tmp_path / "missing.pdckpt")
+    with pytest.raises(ck.CheckpointError, match="checkpoint has 4 classes but the data has 101"):
+        ck.model_from_checkpoint(run / ck.LAST, num_classes=101)
+    weights = ck.load_checkpoint(run / ck.LAST)["model"]
+    with pytest.raises(ck.CheckpointError, match="another depth, width or class count"):
+        ck.load_model_weights(create_model("tiny", 5), weights, run / ck.LAST)
+    with pytest.raises(ck.CheckpointError, match="another architecture"):
+        ck.load_model_weights(create_model(18, 4, widths=(8, 16, 32, 64)), weights, run / ck.LAST)
+
+
+def test_amp_modes_pass_conv3d_white_list(monkeypatch: pytest.MonkeyPatch, data, tmp_path) -> None:
+    seen = []
+    real = paddle.amp.auto_cast
+
+    def spy(**kw):
+        seen.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(paddle.amp, "auto_cast", spy)
+    for mode, dtype in (("fp16", "float16"), ("bf16", "bfloat16")):
+        # A CPU Paddle turns autocast off; what runs here is the wiring, scaler and checkpoint.
+        fit(tiny_cfg(tmp_path / mode, amp=mode, epochs=1, max_steps=1), train_data=data[0])
+        assert seen[-1]["dtype"] == dtype and "conv3d" in seen[-1]["custom_white_list"]
+        assert seen[-1]["level"] == "O1"
+    assert Amp("fp16").scaler is not None
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="milestones"):
+        TrainConfig(schedule="multistep")
+    with pytest.raises(ValueError, match="amp must be one of"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="valid choices"):
+        TrainConfig(model="r3d11")
+    cfg = TrainConfig(model=101)
+    assert cfg.model == "r3d101" and cfg.shortcut == "B" and cfg.depth == 101
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
+    fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
+    res = CliRunner().invoke(
+        cli.main, ["train", "--depth", "18", "--run-dir", str(tmp_path / "run")]
+    )
+    assert res.exit_code == 1
+    assert "config.json: run directory holds a different run" in res.output
+    assert "choose another --run-dir" in res.output
+    res = CliRunner().invoke(cli.main, ["train", "--model", "r3d19"])
+    assert res.exit_code == 2 and "valid choices" in res.output
+    res = CliRunner().invoke(cli.main, ["train", "--resume", "--run-dir", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "no checkpoint to resume" in res.output
