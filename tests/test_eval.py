@@ -1,4 +1,4 @@
-"""Accuracy on hand-made scores (last video included) and evaluate_checkpoint's outputs and errors."""
+"""Accuracy on hand-made scores (last video included); evaluate_checkpoint outputs and errors."""
 
 from __future__ import annotations
 
