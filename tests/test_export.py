@@ -18,7 +18,7 @@ from train.data import ArrayClips, random_clips
 from train.export import export_checkpoint
 from train.loop import fit
 from train.predict import Predictor, predict_video
-from train.preprocess import scaled_size, video_clips
+from train.preprocess import video_clips
 
 CLASSES = ["Archery", "Bowling", "Crawling"]
 
@@ -44,10 +44,19 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_preprocess_layout_and_normalisation(video: Path) -> None:
-    assert scaled_size(320, 240) == (170, 128) and scaled_size(240, 320) == (128, 170)
     clips = video_clips(video, size=112)
     assert clips.shape == (2, 3, 16, 112, 112) and clips.dtype == np.float32
     assert -120 < clips.min() and clips.max() < 160  # 0-255 minus a ~110 mean, std 1
+
+
+def test_preprocess_any_container_and_orientation(tmp_path: Path) -> None:
+    path = tmp_path / "portrait.mp4"  # H.264 in MP4, 30 fps, taller than wide
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-f", "lavfi",
+           "-i", "testsrc2=size=180x240:rate=30", "-frames:v", "45", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    clips = video_clips(path, size=112)  # 45 frames at 30 fps -> 38 at 25 fps -> 2 windows
+    assert clips.shape == (2, 3, 16, 112, 112)
 
 
 def test_export_and_predict_match_eval_logits(ckpt: Path, video: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from paddle.utils import unique_name
 
 from train import checkpoint as ck
 from train.config import MEAN, STD, write_json
-from train.preprocess import SHORT_SIDE
+from train.preprocess import FPS, SHORT_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def export_checkpoint(ckpt: Path, out_dir: Path) -> Path:
         "clip_len": cfg.clip_len,
         "size": cfg.size,
         "short_side": int(cfg.extra.get("short_side", SHORT_SIDE)),
+        "fps": FPS,  # ucf3d extract's constant frame rate
         "mean": list(cfg.extra.get("mean", MEAN)),
         "std": list(cfg.extra.get("std", STD)),
         "input": "clips (N, 3, T, H, W) float32, RGB 0-255 minus mean, divided by std",

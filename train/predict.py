@@ -75,7 +75,15 @@ def predict_video(
     """Softmax averaged over every non-overlapping window (video-mode eval) -> top-k classes."""
     pred = Predictor(model_dir, device, threads)
     m = pred.meta
-    clips = video_clips(Path(video), m["clip_len"], m["size"], m["short_side"], m["mean"], m["std"])
+    clips = video_clips(
+        Path(video),
+        m["clip_len"],
+        m["size"],
+        m["short_side"],
+        m["mean"],
+        m["std"],
+        m.get("fps", 25),
+    )
     logits = pred.logits(clips)  # (N, classes)
     probs = softmax(logits).mean(axis=0)  # (classes,)
     order = np.argsort(-probs, kind="stable")[:topk]
