@@ -1,1 +1,91 @@
-"""DALI loaders: clips from shards (CPU decode) or a verified local cache (GPU NVDEC) into Paddle tensors."""
+"""DALI loaders: clips from shards (CPU decode) or a local cache (GPU NVDEC) into Paddle tensors."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+
+from .backend import Backend, PlanBatch, make_batches
+from .bridge import labels_to_paddle, to_paddle
+from .config import LoaderConfig
+from .sampling import epoch_plan
+from .source import Dataset, LoaderError, load_dataset
+
+__all__ = ["Batch", "ClipLoader", "LoaderConfig", "LoaderError"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: clips (N, 3, T, H, W) in cfg.dtype, int64 labels (N,), each clip's video key."""
+
+    clips: paddle.Tensor  # (N, C, T, H, W)
+    labels: paddle.Tensor  # (N,) int64
+    keys: list[str]
+    clip_ids: np.ndarray  # (N,) clip number within its video (eval), 0 in train
+
+
+class ClipLoader:
+    """Clips of one split subset for this rank: `for batch in loader.epoch(e): ...`."""
+
+    def __init__(self, cfg: LoaderConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.world_size = cfg.dist()
+        self.dataset: Dataset = load_dataset(cfg)
+        self.classes: list[str] = self.dataset.classes
+        self._backend: Backend | None = None
+        self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
+
+    def plan(self, epoch: int) -> np.ndarray:
+        """This rank's clip requests for `epoch` (loader.sampling.request_dtype rows), in order."""
+        ds = self.dataset
+        return epoch_plan(
+            self.cfg, ds.n_frames, ds.height, ds.width, epoch, self.rank, self.world_size
+        )
+
+    def batches(self, epoch: int) -> list[PlanBatch]:
+        return make_batches(self.dataset, self.plan(epoch), self.cfg.batch_size, epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the last may be partial)."""
+        return self._len
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            if self.cfg.decode == "cpu":
+                from .cpu import CpuBackend
+
+                self._backend = CpuBackend(self.cfg, self.dataset)
+            else:
+                from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
+
+                self._backend = GpuBackend(self.cfg, self.dataset)
+        return self._backend
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
+        for clips, batch in self.backend.run(iter(self.batches(epoch))):
+            yield Batch(
+                to_paddle(clips),
+                labels_to_paddle(batch.labels),
+                batch.keys,
+                batch.requests["clip"].copy(),
+            )
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> ClipLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

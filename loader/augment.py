@@ -1,0 +1,108 @@
+"""DALI graph pieces shared by both backends: Hara's crops, flip, normalisation, FHWC -> CFHW.
+
+Device-agnostic: `frames` may live on "cpu" or "gpu"; the per-sample parameters are CPU DataNodes
+(argument inputs) computed in Python from the clip plan (loader.sampling), which knows each video's
+height and width — so both backends crop exactly the same pixels.
+
+Hara et al.'s spatial transforms and how they map here:
+- train: MultiScaleCornerCrop (square of int(scale * short side) at centre/TL/TR/BL/BR, PIL bilinear
+  resize to 112) + RandomHorizontalFlip, one draw per clip -> ONE fn.resize over the crop window
+  (roi_start/roi_end, linear with antialiasing, like Pillow's bilinear when shrinking), then
+  fn.crop_mirror_normalize for flip, (x - mean) / std on 0-255, transpose to CFHW and cast.
+  Crop-inside-resize never resamples pixels outside the window, so it is cheaper than
+  resize-then-crop and exact.
+- eval: Scale(112) (short side to 112) + CenterCrop(112). Scaling then centre-cropping equals
+  resizing the centred short-side square, so the loader uses the same one-step ROI resize with
+  sampling.centre_roi (and flip 0); `center_crop_eval` is the literal two-step form, kept as the
+  reference the tests compare against (they agree to sub-pixel rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from nvidia.dali import fn, types
+
+from .config import LoaderConfig
+
+DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
+PARAM_DTYPES = (types.FLOAT, types.FLOAT, types.INT32)  # roi_start, roi_end, flip
+
+
+def param_inputs(source: Callable[[], Any] | None = None, name: str = "aug") -> tuple:
+    """External sources (roi_start, roi_end, flip) for augment(); fed with param_feed(batch)."""
+    if source is None:  # fed with Pipeline.feed_input(f"{name}_{i}", ...)
+        return tuple(
+            fn.external_source(name=f"{name}_{i}", dtype=dt, batch=True)
+            for i, dt in enumerate(PARAM_DTYPES)
+        )
+    return tuple(
+        fn.external_source(source=source, num_outputs=3, batch=True, dtype=list(PARAM_DTYPES))
+    )
+
+
+def param_feed(requests: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per-sample (roi_start [y0, x0], roi_end [y1, x1], flip) arrays for a batch of requests."""
+    roi = np.ascontiguousarray(requests["roi"], np.float32)
+    flip = requests["flip"].astype(np.int32)
+    return (
+        [r[:2].copy() for r in roi],
+        [r[2:].copy() for r in roi],
+        [np.array(f, np.int32) for f in flip],
+    )
+
+
+def normalize(frames: Any, flip: Any, cfg: LoaderConfig) -> Any:
+    """(size, size) FHWC uint8/float -> CFHW cfg.dtype: mirror, (x - mean) / std, transpose."""
+    return fn.crop_mirror_normalize(
+        frames,
+        mirror=flip if flip is not None else 0,
+        mean=list(cfg.mean),
+        std=list(cfg.std),
+        dtype=DALI_DTYPES[cfg.dtype],
+        output_layout="CFHW",
+    )
+
+
+def hara_train_augment(
+    frames: Any, roi_start: Any, roi_end: Any, flip: Any, cfg: LoaderConfig
+) -> Any:
+    """Multi-scale corner crop (window given in pixels) resized to size x size, flip, normalise."""
+    crop = fn.resize(
+        frames,
+        roi_start=roi_start,
+        roi_end=roi_end,
+        size=[cfg.size, cfg.size],
+        interp_type=types.INTERP_LINEAR,
+        antialias=True,
+    )
+    return normalize(crop, flip, cfg)
+
+
+def center_crop_eval(frames: Any, cfg: LoaderConfig) -> Any:
+    """Hara's eval transform literally: short side -> size (bilinear), centre crop size x size."""
+    scaled = fn.resize(
+        frames, resize_shorter=cfg.size, interp_type=types.INTERP_LINEAR, antialias=True
+    )
+    return fn.crop_mirror_normalize(
+        scaled,
+        crop=(cfg.size, cfg.size),
+        crop_pos_x=0.5,
+        crop_pos_y=0.5,
+        mean=list(cfg.mean),
+        std=list(cfg.std),
+        dtype=DALI_DTYPES[cfg.dtype],
+        output_layout="CFHW",
+    )
+
+
+def augment(frames: Any, params: tuple, cfg: LoaderConfig) -> Any:
+    """What every backend applies to decoded FHWC uint8 frames: the plan's crop window + flip.
+
+    train: the drawn corner crop and flip; clip/video: the centred short-side square, no flip
+    (= Scale + CenterCrop, see the module docstring).
+    """
+    roi_start, roi_end, flip = params
+    return hara_train_augment(frames, roi_start, roi_end, flip, cfg)

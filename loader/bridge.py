@@ -1,0 +1,25 @@
+"""DALI outputs -> paddle.Tensor through DLPack (zero-copy; DALI's Paddle plugin needs a GPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import paddle
+
+
+def to_paddle(output: Any) -> paddle.Tensor:
+    """A dense DALI TensorList / Tensor (CPU or GPU) as a paddle.Tensor sharing its memory.
+
+    DALI TensorLists have no `__dlpack__`; their `.as_tensor()` view of a uniform batch does.
+    With DALI's default (dynamic) executor the buffer lives as long as a reference to it does, so
+    the Paddle tensor stays valid after the pipeline moves on.
+    """
+    if not hasattr(output, "__dlpack__") and hasattr(output, "as_tensor"):
+        output = output.as_tensor()
+    return paddle.utils.dlpack.from_dlpack(output)
+
+
+def labels_to_paddle(labels: np.ndarray) -> paddle.Tensor:
+    """int64 (N,) labels on the CPU (the training loop moves them with the clips)."""
+    return paddle.to_tensor(np.asarray(labels, np.int64))

@@ -1,0 +1,110 @@
+"""LoaderConfig: the one frozen, validated description of what a ClipLoader produces."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ondisk
+
+MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video: the two eval modes
+DECODES = ("cpu", "gpu")
+DTYPES = ("float32", "float16")
+# Hara et al.: initial_scale 1, n_scales 5, scale_step 2**-0.25
+HARA_SCALES = (1.0, 2**-0.25, 2**-0.5, 2**-0.75, 0.5)
+ACTIVITYNET_MEAN = (114.77, 107.74, 99.48)  # on 0-255 RGB; CVPR 2018 recipe: no std division
+
+
+def _default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What to load and how. `manifests` is the folder holding split{N}_{subset}.jsonl."""
+
+    manifests: Path
+    split: int = 1
+    subset: str = "train"  # which manifest: "train" or "test"
+    mode: str = "train"  # "train" | "clip" | "video"
+    shards: Path | None = None  # default: the summary's shards_dir
+    batch_size: int = 128
+    clip_len: int = ondisk.CLIP_LEN
+    size: int = 112
+    decode: str = "cpu"  # "cpu" (DALI/libavcodec, VP9 only) | "gpu" (NVDEC, loader.gpu)
+    dtype: str = "float32"
+    mean: tuple[float, float, float] = ACTIVITYNET_MEAN
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+    num_threads: int = field(default_factory=_default_threads)
+    rank: int | None = None  # None: PADDLE_TRAINER_ID (default 0)
+    world_size: int | None = None  # None: PADDLE_TRAINERS_NUM (default 1)
+    start_align: int = 1  # train: random starts are multiples of this (keyframe-aligned for GPU)
+    scales: tuple[float, ...] = HARA_SCALES
+    clips_per_video: int = 3  # clip mode
+    drop_last: bool = False  # train only: equal number of full batches on every rank
+    prefetch: int = 2  # DALI prefetch queue depth
+    verify: bool = False  # check each video's sha256 against the manifest when read
+    cache_dir: Path | None = None  # GPU path: local verified file cache
+
+    def __post_init__(self) -> None:
+        # accept str paths from callers, store Paths (frozen: use object.__setattr__)
+        for name in ("manifests", "shards", "cache_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        for name in ("mean", "std", "scales"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        self._check()
+
+    def _check(self) -> None:
+        choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        positive = (
+            "batch_size",
+            "clip_len",
+            "size",
+            "num_threads",
+            "start_align",
+            "clips_per_video",
+            "prefetch",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0")
+        if not self.scales or not all(0 < s <= 1 for s in self.scales):
+            raise ValueError(f"scales must be in (0, 1], got {self.scales}")
+        rank, world = self.dist()
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} out of range for world size {world}")
+
+    def dist(self) -> tuple[int, int]:
+        """(rank, world_size): explicit values, else Paddle's launcher environment, else (0, 1)."""
+        rank = self.rank if self.rank is not None else int(os.environ.get("PADDLE_TRAINER_ID", 0))
+        world = (
+            self.world_size
+            if self.world_size is not None
+            else int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
+        )
+        return rank, world
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.manifests / ondisk.manifest_name(self.split, self.subset)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.manifests / ondisk.summary_name(self.split)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the resolved config (rank/world filled in)."""
+        d = asdict(self)
+        d["rank"], d["world_size"] = self.dist()
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -1,0 +1,136 @@
+"""CPU backend: one DALI pipeline decoding VP9 clips from shard bytes + the shared augmentation.
+
+The Python side reads each request's encoded video from its shard (pread, in plan order) and hands
+DALI a batch through one batched external source; DALI's prefetch queue keeps `cfg.prefetch`
+batches in flight, so reading and feeding overlap decoding on `cfg.num_threads` threads.
+`fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
+included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+
+from .augment import augment, param_feed
+from .backend import PlanBatch
+from .config import LoaderConfig
+from .source import Dataset, LoaderError, ShardReader
+
+log = logging.getLogger(__name__)
+
+_SOURCE_DTYPES = [types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32]
+
+
+class CpuBackend:
+    """Backend protocol (loader.backend) on the CPU: DALI decoders.video(device="cpu")."""
+
+    def __init__(self, cfg: LoaderConfig, dataset: Dataset) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.reader = ShardReader(dataset, verify=cfg.verify)
+        self._batches: Iterator[PlanBatch] = iter(())
+        self._pending: deque[PlanBatch] = deque()
+        self._pipe: Any = None
+        self._probe: Any = None
+        self._clean = False
+
+    # -- DALI side -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.cfg
+
+        @pipeline_def(
+            batch_size=cfg.batch_size,
+            num_threads=cfg.num_threads,
+            device_id=None,
+            prefetch_queue_depth=cfg.prefetch,
+        )
+        def graph():  # noqa: ANN202 - DALI graph definition
+            enc, frames, roi_start, roi_end, flip = fn.external_source(
+                source=self._next, num_outputs=5, batch=True, dtype=_SOURCE_DTYPES
+            )
+            video = fn.decoders.video(enc, device="cpu", frames=frames)  # (T, H, W, 3) uint8
+            return augment(video, (roi_start, roi_end, flip), cfg)  # (3, T, size, size)
+
+        self._pipe = graph()
+        self._pipe.build()
+        self._clean = True
+
+    def _next(self) -> tuple[list[np.ndarray], ...]:
+        """Batch source: the next PlanBatch's encoded videos, frame indices and crop params."""
+        batch = next(self._batches)  # StopIteration ends the epoch for DALI
+        req = batch.requests
+        encoded = [self.reader.read(int(i)) for i in req["index"]]
+        self._pending.append(batch)
+        return (encoded, list(np.ascontiguousarray(req["frames"], np.int32)), *param_feed(req))
+
+    # -- Backend protocol -------------------------------------------------------------------------
+    def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
+        """Yield (clips TensorListCPU (N, 3, T, S, S), batch) for each batch, in order."""
+        if not self._clean:
+            self._pipe = None  # an abandoned or failed epoch: start from a fresh pipeline
+            self._build()
+        self._batches, self._clean = iter(batches), False
+        self._pending.clear()
+        while True:
+            try:
+                (clips,) = self._pipe.run()
+            except StopIteration:
+                break
+            except LoaderError:
+                raise
+            except RuntimeError as e:
+                raise self._diagnose(e) from e
+            yield clips, self._pending.popleft()
+        self._pipe.reset()
+        self._clean = True
+
+    def close(self) -> None:
+        self._pipe = self._probe = None
+        self.reader.close()
+
+    # -- errors -----------------------------------------------------------------------------------
+    def _diagnose(self, error: RuntimeError) -> LoaderError:
+        """Find which in-flight sample DALI could not decode and name its shard and key."""
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+        for batch in list(self._pending):
+            for req, key in zip(batch.requests, batch.keys, strict=True):
+                problem = self._probe_one(req)
+                if problem is not None:
+                    path = self.dataset.shard_path(int(req["index"]))
+                    return LoaderError(
+                        f"{path}: sample {key}: cannot decode frames "
+                        f"{req['frames'].tolist()} ({problem})"
+                    )
+        return LoaderError(f"decoding failed in an in-flight batch ({reason})")
+
+    def _probe_one(self, req: np.ndarray) -> str | None:
+        """Decode one request alone; the error text, or None when it decodes."""
+        if self._probe is None:
+
+            @pipeline_def(
+                batch_size=1,
+                num_threads=1,
+                device_id=None,
+                exec_pipelined=False,
+                exec_async=False,
+                prefetch_queue_depth=1,
+            )
+            def probe():  # noqa: ANN202
+                enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+                frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+                return fn.decoders.video(enc, device="cpu", frames=frames)
+
+            self._probe = probe()
+            self._probe.build()
+        try:
+            data = self.reader.read(int(req["index"]))
+            self._probe.run(enc=[data], frames=[np.asarray(req["frames"], np.int32)])
+        except (RuntimeError, LoaderError) as e:
+            return str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
+        return None
