@@ -147,18 +147,26 @@ def _video_size(path: Path) -> tuple[int, int]:
         return cc.width, cc.height
 
 
-def _declared_frames(src: Path, fps: int) -> int | None:
-    """Frames the source's header promises, converted to `fps` (None if it does not say)."""
+def _probe_source(src: Path, fps: int) -> tuple[int | None, str | None]:
+    """(frames the header promises at `fps`, or None; a truncation reason, or None).
+
+    Demuxes without decoding: a file holding fewer packets than its header promises was cut
+    short (a copy or download that stopped), even when every packet it holds decodes cleanly.
+    """
     import av
 
     try:
         with av.open(os.fspath(src)) as c:
             s = c.streams.video[0]
-            if not s.frames or not s.average_rate:
-                return None
-            return round(s.frames * fps / float(s.average_rate))
-    except (av.FFmpegError, IndexError):
-        return None  # ffmpeg itself will say what is wrong
+            declared, rate = s.frames, s.average_rate
+            packets = sum(1 for p in c.demux(s) if p.dts is not None or p.size)
+    except (av.FFmpegError, IndexError, ValueError):
+        return None, None  # ffmpeg itself will say what is wrong
+    if not declared or not rate:
+        return None, None
+    if packets < declared:
+        return None, f"truncated: header declares {declared} frames, the file holds {packets}"
+    return round(declared * fps / float(rate)), None
 
 
 @dataclass(frozen=True)
@@ -201,10 +209,12 @@ def _prepare(task: _Task) -> tuple[str, VideoRecord | str, bool]:
         return e.key, rec, True
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
+    declared, truncated = _probe_source(src, cfg.fps)
+    if truncated:
+        return e.key, truncated, False
     try:
         run_ffmpeg(encode_args(cfg, src, tmp), src, ffmpeg=cfg.ffmpeg)
         n = count_frames(tmp, ffmpeg=cfg.ffmpeg)
-        declared = _declared_frames(src, cfg.fps)
         if declared is not None and n + 2 < declared:
             raise DecodeError(src, f"truncated: header declares ~{declared} frames, decoded {n}")
         if n < CLIP_LEN:

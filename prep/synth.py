@@ -61,13 +61,13 @@ def _motion_table() -> list[Motion]:
     table = [
         Motion("MoveLeft", vx=-3),
         Motion("MoveRight", vx=3),
+        Motion("PushLeft", file_name="Pushleft", vx=-8),  # same direction as MoveLeft, faster
         Motion("MoveUp", vy=-3),
         Motion("MoveDown", vy=3),
         Motion("SpinClockwise", spin=0.08),
         Motion("SpinCounterClockwise", spin=-0.08),
         Motion("ZoomIn", zoom=0.025),
         Motion("ZoomOut", zoom=-0.025),
-        Motion("PushLeft", file_name="Pushleft", vx=-8),
         Motion("ShakeSideways", osc=(20, 0, 20)),
     ]
     dirs = {

@@ -1,0 +1,135 @@
+"""CLI prep commands: exit codes and messages (click's CliRunner, plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import ondisk
+from cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_help_as_script_and_console_entry() -> None:
+    out = subprocess.run(
+        [sys.executable, "cli.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for cmd in ("synth", "extract", "shard"):
+        assert cmd in out
+    assert "prep" in _run("bench", "--help").output
+
+
+def test_synth_bad_option_is_usage_error(tmp_path: Path) -> None:
+    res = _run("synth", tmp_path / "x", "--classes", "0")
+    assert res.exit_code == 2 and "--classes" in res.output
+
+
+def test_synth_small(tmp_path: Path) -> None:
+    res = _run(
+        "synth",
+        tmp_path / "s",
+        "--classes",
+        "2",
+        "--groups",
+        "1",
+        "--seconds",
+        "0.8",
+        "--jobs",
+        "1",
+    )
+    assert res.exit_code == 0, res.output
+    assert "synth: 2 videos of 2 classes" in res.output
+    assert len(list((tmp_path / "s" / "UCF-101").rglob("*.avi"))) == 2
+
+
+def test_extract_missing_dir_and_nothing_prepared(tmp_path: Path) -> None:
+    res = _run(
+        "extract", "--videos", tmp_path / "nope", "--splits", tmp_path, "--out", tmp_path / "w"
+    )
+    assert res.exit_code == 2 and "does not exist" in res.output
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 MoveLeft\n")
+    (lists / "trainlist01.txt").write_text("MoveLeft/v_MoveLeft_g01_c01.avi 1\n")
+    (lists / "testlist01.txt").write_text("")
+    res = _run("extract", "--videos", tmp_path, "--splits", lists, "--out", tmp_path / "w")
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: ") and "no video could be prepared" in res.output
+    errors = (tmp_path / "w" / ondisk.WORK_ERRORS).read_text()
+    assert "v_MoveLeft_g01_c01" in errors and "missing" in errors
+
+
+def test_extract_bad_list_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "classInd.txt").write_text("1 MoveLeft\n")
+    (tmp_path / "trainlist01.txt").write_text("MoveLeft/v_MoveLeft_g01_c01.avi 1\nJump/v_J.avi 2\n")
+    (tmp_path / "testlist01.txt").write_text("")
+    res = _run("extract", "--videos", tmp_path, "--splits", tmp_path, "--out", tmp_path / "w")
+    assert res.exit_code == 1 and "trainlist01.txt:2: class folder 'Jump'" in res.output
+
+
+def test_extract_strict_exit(synth_root: Path, tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    shutil.copytree(synth_root / "ucfTrainTestlist", lists)
+    with open(lists / "testlist01.txt", "a") as f:
+        f.write("MoveLeft/v_MoveLeft_g99_c01.avi\n")
+    videos = tmp_path / "videos"  # a small copy: only group 1 of each class (+ the missing one)
+    for p in (synth_root / "UCF-101").rglob("*_g01_c01.avi"):
+        (videos / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, videos / p.parent.name)
+    for name in lists.glob("*list0*.txt"):
+        keep = [x for x in name.read_text().splitlines() if "_g01_" in x or "_g99_" in x]
+        name.write_text("".join(x + "\n" for x in keep))
+    args = ["extract", "--videos", videos, "--splits", lists, "--out", tmp_path / "w", "-j", "1"]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert "3 videos prepared (3 encoded, 0 already done), 1 errors" in res.output
+    res = _run(*args, "--strict")
+    assert res.exit_code == 1 and "--strict" in res.output and "v_MoveLeft_g99_c01" in res.output
+
+
+def test_shard_and_verify_exit_codes(prepared, tmp_path: Path) -> None:
+    res = _run("shard", "--split", "1")
+    assert res.exit_code == 2 and "--work is required" in res.output
+    res = _run(
+        "shard",
+        "--work",
+        prepared.work,
+        "--split",
+        "2",
+        "--shards",
+        tmp_path / "s",
+        "--manifests",
+        tmp_path / "m",
+        "--shard-size",
+        "400kB",
+    )
+    assert res.exit_code == 0, res.output
+    assert "split 2: 45 train / 21 test videos in 7 shards (7 written)" in res.output
+    res = _run("shard", "--split", "2", "--manifests", tmp_path / "m", "--verify")
+    assert res.exit_code == 0 and "match their manifests" in res.output
+    rec = ondisk.read_manifest(tmp_path / "m" / "split2_test.jsonl")[0]
+    with open(tmp_path / "s" / rec.shard, "r+b") as f:
+        f.seek(rec.offset + 100)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x80]))
+    res = _run("shard", "--split", "2", "--manifests", tmp_path / "m", "--verify")
+    assert res.exit_code == 1
+    assert f"{rec.shard}: {rec.key}: video sha256 mismatch" in res.output
+    assert "Error: split 2: 1 mismatch(es)" in res.output
+    res = _run("shard", "--split", "3", "--manifests", tmp_path / "m", "--verify")
+    assert res.exit_code == 1 and "split3_summary.json: split summary not found" in res.output
+    res = _run("shard", "--work", tmp_path, "--split", "1", "--shard-size", "lots")
+    assert res.exit_code == 2 and "is not a size" in res.output
+    s = json.loads((tmp_path / "m" / "split2_summary.json").read_text())
+    assert s["shards_dir"] == "../s"
