@@ -18,12 +18,17 @@ import numpy as np
 
 import ondisk
 
-BITS = 8  # frame index encoded in 8 binary blocks along the top band
-BAND = 40  # rows of the top band
+BITS = 8  # frame index as 8 black/white blocks in a 4 x 2 grid around the frame centre
+BLOCK = 12  # block side in pixels (with gaps between blocks, so resizing does not mix them)
+
+
+def block_centres(height: int, width: int) -> list[tuple[float, float]]:
+    """(y, x) source-pixel centres of the index blocks, bit 0 first."""
+    return [(height / 2 + dy, width / 2 + dx) for dy in (-10, 10) for dx in (-30, -10, 10, 30)]
 
 
 def frame_pixels(index: int, height: int, width: int, seed: int) -> np.ndarray:
-    """One HWC uint8 frame: a smooth moving texture below, the index in binary blocks on top."""
+    """One HWC uint8 frame: a smooth moving texture, the index in binary blocks at the centre."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     rng = np.random.default_rng(seed)
     fx, fy, ph = rng.uniform(0.02, 0.06), rng.uniform(0.02, 0.06), rng.uniform(0, 6)
@@ -36,20 +41,33 @@ def frame_pixels(index: int, height: int, width: int, seed: int) -> np.ndarray:
         axis=-1,
     )
     img = base.astype(np.uint8)
-    bw = width // BITS
-    for b in range(BITS):
-        img[:BAND, b * bw : (b + 1) * bw] = 255 if (index >> b) & 1 else 0
+    for b, (cy, cx) in enumerate(block_centres(height, width)):
+        y0, x0 = int(cy) - BLOCK // 2, int(cx) - BLOCK // 2
+        img[y0 : y0 + BLOCK, x0 : x0 + BLOCK] = 255 if (index >> b) & 1 else 0
     return img
 
 
-def read_index(frame: np.ndarray) -> int:
-    """Decode the index drawn by frame_pixels from a decoded HWC frame (full size, uncropped)."""
-    width = frame.shape[1]
-    bw = width // BITS
+def read_index(
+    frame: np.ndarray,
+    roi: tuple[float, float, float, float] | None = None,
+    flip: bool = False,
+    src_hw: tuple[int, int] | None = None,
+) -> int:
+    """Decode the index from an HWC frame: a full decoded frame, or an output crop of `roi`
+    (y0, x0, y1, x1 in source pixels of a src_hw frame) resized to the frame's size, maybe
+    flipped."""
+    out_h, out_w = frame.shape[:2]
+    height, width = src_hw if src_hw is not None else (out_h, out_w)
+    y0, x0, y1, x1 = roi if roi is not None else (0, 0, height, width)
     value = 0
-    for b in range(BITS):
-        block = frame[6 : BAND - 6, b * bw + 4 : (b + 1) * bw - 4].astype(np.float32)
-        if block.mean() > 127:
+    for b, (cy, cx) in enumerate(block_centres(height, width)):
+        oy = (cy - y0) * out_h / (y1 - y0)
+        ox = (cx - x0) * out_w / (x1 - x0)
+        if flip:
+            ox = out_w - ox
+        oy, ox = int(oy), int(ox)
+        patch = frame[oy - 2 : oy + 2, ox - 2 : ox + 2].astype(np.float32)
+        if patch.mean() > 127:
             value |= 1 << b
     return value
 
