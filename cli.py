@@ -222,6 +222,46 @@ def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes:
 
 # ==== loader commands (bench loader) ==========================================================
 
+
+@bench.command("loader")
+@click.option("--split", type=click.IntRange(1, 3), required=True)
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--baseline", type=click.Choice(["ours", "jpeg", "pyav"]), default="ours",
+              show_default=True, help="jpeg/pyav: Hara-style JPEG frames or PyAV on the AVIs.")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--seconds", type=click.FloatRange(1), default=20.0, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0), default=5.0, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="DALI threads (ours) or worker processes (baselines); default: all cores.")
+@click.option("--manifests", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("manifests"), show_default=True)
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Default: the split summary's shards_dir.")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Source UCF-101/ (<Class>/<key>.avi): needed by the baselines.")
+@click.option("--start-align", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True)
+@library_errors
+def bench_loader(split: int, decode: str, baseline: str, batch_size: int, seconds: float,
+                 warmup: float, threads: int | None, manifests: Path, shards: Path | None,
+                 videos: Path | None, start_align: int, dtype: str) -> None:
+    """Training-loader throughput (full Hara augmentation) after a warm-up; one JSON line."""
+    import json
+    import os
+
+    from loader import LoaderConfig
+    from loader.bench import BenchConfig, run_bench
+
+    if baseline != "ours" and videos is None:
+        raise click.BadParameter("the jpeg and pyav baselines need --videos", param_hint="--videos")
+    n = threads or os.cpu_count() or 1
+    lcfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
+                        mode="train", batch_size=batch_size, decode=decode, dtype=dtype,
+                        num_threads=n, start_align=start_align)
+    cfg = BenchConfig(lcfg, baseline, seconds, warmup, videos, workers=n)
+    click.echo(json.dumps(run_bench(cfg)))
+
 # ==== train commands (train, eval, export, predict) ===========================================
 
 _DEPTHS = ("10", "18", "34", "50", "101", "152", "200")
