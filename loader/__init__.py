@@ -73,7 +73,7 @@ class ClipLoader:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
         for clips, batch in self.backend.run(iter(self.batches(epoch))):
             yield Batch(
-                to_paddle(clips),
+                to_paddle(clips, len(batch)),
                 labels_to_paddle(batch.labels),
                 batch.keys,
                 batch.requests["clip"].copy(),

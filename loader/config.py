@@ -47,6 +47,10 @@ class LoaderConfig:
     prefetch: int = 2  # DALI prefetch queue depth
     verify: bool = False  # check each video's sha256 against the manifest when read
     cache_dir: Path | None = None  # GPU path: local verified file cache
+    gpu_pipelines: int = 24  # GPU path: concurrent readers.video pipelines (NVDEC needs many)
+    gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
+    gpu_threads: int = 2  # GPU path: CPU threads per pipeline
+    device_id: int | None = None  # GPU path: None = FLAGS_selected_gpus (Paddle launcher) or 0
 
     def __post_init__(self) -> None:
         # accept str paths from callers, store Paths (frozen: use object.__setattr__)
@@ -73,6 +77,9 @@ class LoaderConfig:
             "start_align",
             "clips_per_video",
             "prefetch",
+            "gpu_pipelines",
+            "gpu_batch",
+            "gpu_threads",
         )
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -94,6 +101,12 @@ class LoaderConfig:
             else int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
         )
         return rank, world
+
+    def gpu_device(self) -> int:
+        """The GPU this process decodes on: explicit, else the one Paddle's launcher selected."""
+        if self.device_id is not None:
+            return self.device_id
+        return int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0])
 
     @property
     def manifest_path(self) -> Path:
