@@ -1,4 +1,4 @@
-"""ucf3d command line: a thin click shell over prep, loader and train (one library call per command)."""
+"""ucf3d command line: a thin click shell over prep, loader and train (one library call each)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def progress_bar(desc: str, total: int | None = None) -> Callable[[int], None] |
 
 
 def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's expected errors into `Error: ...` and exit 1; --debug shows the traceback."""
+    """Library errors become `Error: ...` and exit 1; --debug shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -201,7 +201,7 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
 @click.option("--splits", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None)
 @click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
-@click.option("--groups", type=click.IntRange(1, 99), default=5, show_default=True)
+@click.option("--groups", type=click.IntRange(8, 99), default=8, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.8, 60), default=7.0, show_default=True)
 @click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
 @_jobs_option
@@ -242,10 +242,17 @@ def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes:
 @click.option("--start-align", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
               show_default=True)
+@click.option("--pipelines", type=click.IntRange(1), default=24, show_default=True,
+              help="GPU: concurrent NVDEC pipelines.")
+@click.option("--gpu-batch", type=click.IntRange(1), default=16, show_default=True,
+              help="GPU: clips per pipeline iteration.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="GPU: local video cache (default $UCF3D_CACHE or ~/.cache/ucf3d/videos).")
 @library_errors
 def bench_loader(split: int, decode: str, baseline: str, batch_size: int, seconds: float,
                  warmup: float, threads: int | None, manifests: Path, shards: Path | None,
-                 videos: Path | None, start_align: int, dtype: str) -> None:
+                 videos: Path | None, start_align: int, dtype: str, pipelines: int,
+                 gpu_batch: int, cache: Path | None) -> None:
     """Training-loader throughput (full Hara augmentation) after a warm-up; one JSON line."""
     import json
     import os
@@ -258,7 +265,8 @@ def bench_loader(split: int, decode: str, baseline: str, batch_size: int, second
     n = threads or os.cpu_count() or 1
     lcfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
                         mode="train", batch_size=batch_size, decode=decode, dtype=dtype,
-                        num_threads=n, start_align=start_align)
+                        num_threads=n, start_align=start_align, gpu_pipelines=pipelines,
+                        gpu_batch=gpu_batch, cache_dir=cache)
     cfg = BenchConfig(lcfg, baseline, seconds, warmup, videos, workers=n)
     click.echo(json.dumps(run_bench(cfg)))
 

@@ -6,15 +6,18 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import paddle
 
 from .backend import Backend, PlanBatch, make_batches
 from .bridge import labels_to_paddle, to_paddle
 from .config import LoaderConfig
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
+
+if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge), not before
+    import paddle
 
 __all__ = ["Batch", "ClipLoader", "LoaderConfig", "LoaderError"]
 
@@ -69,9 +72,20 @@ class ClipLoader:
                 self._backend = GpuBackend(self.cfg, self.dataset)
         return self._backend
 
+    def raw_epoch(self, epoch: int) -> Iterator[tuple[Any, PlanBatch]]:
+        """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over.
+
+        Once the first batch is out, a backend that can (GPU) starts preparing epoch + 1.
+        """
+        backend = self.backend
+        for i, item in enumerate(backend.run(iter(self.batches(epoch)))):
+            if i == 0 and hasattr(backend, "prepare"):
+                backend.prepare(self.batches(epoch + 1))
+            yield item
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
-        for clips, batch in self.backend.run(iter(self.batches(epoch))):
+        for clips, batch in self.raw_epoch(epoch):
             yield Batch(
                 to_paddle(clips, len(batch)),
                 labels_to_paddle(batch.labels),

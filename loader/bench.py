@@ -137,14 +137,30 @@ def measure(
     }
 
 
-def _ours(cfg: BenchConfig) -> Iterator[int]:
+def paddle_takes(decode: str) -> bool:
+    """Whether this machine's Paddle can receive the loader's clips (a GPU build for decode=gpu)."""
+    try:
+        import paddle
+    except ImportError:
+        return False
+    return decode == "cpu" or paddle.device.is_compiled_with_cuda()
+
+
+def _ours(cfg: BenchConfig, to_paddle: bool) -> Iterator[int]:
+    """Clips per batch, handed to Paddle when it can take them, else the synced DALI output."""
     from . import ClipLoader
 
     with ClipLoader(cfg.loader) as loader:
         epoch = 0
         while True:
-            for batch in loader.epoch(epoch):
-                yield int(batch.clips.shape[0])
+            if to_paddle:
+                for batch in loader.epoch(epoch):
+                    yield int(batch.clips.shape[0])
+            else:
+                for clips, batch in loader.raw_epoch(epoch):
+                    parts = clips if isinstance(clips, list) else [clips]
+                    parts[-1].as_tensor()  # wait until the batch exists
+                    yield len(batch)
             epoch += 1
 
 
@@ -164,10 +180,12 @@ def run_bench(cfg: BenchConfig) -> dict:
     }
     if cfg.baseline == "ours":
         result["threads"] = lc.num_threads
+        result["to_paddle"] = to_paddle = paddle_takes(lc.decode)
         with GpuSampler() as gpu:
-            stats = measure(_ours(cfg), cfg.seconds, cfg.warmup, cpu_seconds)
+            stats = measure(_ours(cfg, to_paddle), cfg.seconds, cfg.warmup, cpu_seconds)
         if lc.decode == "gpu":
             result.update(gpu.summary())
+            result.update(pipelines=lc.gpu_pipelines, gpu_batch=lc.gpu_batch)
         cores = lc.num_threads
     else:
         from .baselines import run_baseline

@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,9 @@ class GpuBackend:
         self.paths = stage_cache(dataset, cfg.cache_dir or default_cache_dir(), cfg.verify)
         self._tmp = tempfile.TemporaryDirectory(prefix="ucf3d-lists-")
         self._pipes: list[Any] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-prepare")
+        self._prepared: tuple[list[PlanBatch], Future] | None = None
+        self._lists = 0  # file-list name counter (current and prepared pipelines coexist)
 
     # -- one epoch's pipelines -----------------------------------------------------------------
     def _chunks(self, batches: list[PlanBatch]) -> list[tuple[int, np.ndarray]]:
@@ -116,7 +119,9 @@ class GpuBackend:
         ]
 
     def _build(self, chunks: list[tuple[int, np.ndarray]]) -> list[Any]:
+        """Build one pipeline per file list and start each decoding its first iterations."""
         cfg, b = self.cfg, self.cfg.gpu_batch
+        self._lists += 1
         n_pipes = min(cfg.gpu_pipelines, len(chunks))
         per_pipe: list[list[np.ndarray]] = [[] for _ in range(n_pipes)]
         for k, (_, req) in enumerate(chunks):
@@ -128,7 +133,7 @@ class GpuBackend:
         pipes = []
         for p, reqs in enumerate(per_pipe):
             flat = np.concatenate(reqs)
-            lst = Path(self._tmp.name) / f"pipe{p}.txt"
+            lst = Path(self._tmp.name) / f"list{self._lists}-pipe{p}.txt"
             lst.write_text(
                 "".join(
                     f"{self.paths[r['index']]} {j} {r['start']} {r['start'] + cfg.clip_len}\n"
@@ -139,6 +144,8 @@ class GpuBackend:
         with ThreadPoolExecutor(len(pipes)) as pool:  # builds open files: overlap them
             for future in [pool.submit(pipe.build) for pipe in pipes]:
                 future.result()
+        for pipe in pipes:
+            pipe.schedule_run()  # fills the prefetch queue now; run() below takes outputs()
         return pipes
 
     def _pipeline(self, file_list: Path, chunks: Iterator[np.ndarray], seed: int) -> Any:
@@ -185,11 +192,12 @@ class GpuBackend:
             return
         chunks = self._chunks(todo)
         self.close_pipes()
-        self._pipes = pipes = self._build(chunks)
+        self._pipes = pipes = self._take_prepared(todo) or self._build(chunks)
         outputs: list[Any] = []
         for k, (pos, req) in enumerate(chunks):
-            try:
-                clips, ids = pipes[k % len(pipes)].run()
+            pipe = pipes[k % len(pipes)]
+            try:  # the first iteration of each pipeline was scheduled when it was built
+                clips, _ids = pipe.outputs() if k < len(pipes) else pipe.run()
             except RuntimeError as e:
                 raise self._diagnose(e, req) from e
             outputs.append(clips)
@@ -199,11 +207,39 @@ class GpuBackend:
                 outputs = []
         self.close_pipes()
 
+    def prepare(self, batches: list[PlanBatch]) -> None:
+        """Build (in the background) the pipelines of the batches the next run() will get.
+
+        Hides the per-epoch rebuild and the pipelines' ramp-up behind the current epoch.
+        """
+        if self._prepared is not None:
+            self._prepared[1].cancel()
+        if batches:
+            self._prepared = (batches, self._pool.submit(self._build, self._chunks(batches)))
+
+    def _take_prepared(self, batches: list[PlanBatch]) -> list[Any] | None:
+        if self._prepared is None:
+            return None
+        ready, future = self._prepared
+        self._prepared = None
+        same = len(ready) == len(batches) and all(
+            a.epoch == b.epoch and np.array_equal(a.requests, b.requests)
+            for a, b in zip(ready, batches, strict=True)
+        )
+        if not same:
+            future.cancel()
+            return None
+        return future.result()
+
     def close_pipes(self) -> None:
         self._pipes = []
 
     def close(self) -> None:
         self.close_pipes()
+        if self._prepared is not None:
+            self._prepared[1].cancel()
+            self._prepared = None
+        self._pool.shutdown(wait=True)
         self._tmp.cleanup()
 
     def _diagnose(self, error: RuntimeError, req: np.ndarray) -> LoaderError:
