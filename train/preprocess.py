@@ -1,8 +1,9 @@
-"""Raw video -> normalised clips for predict: 25 fps, short side 128, centre crop, 16-frame windows.
+"""Raw video -> normalised clips for predict, as video-mode eval sees them.
 
-The numpy twin of the loader's video-mode eval. Frames go through the same ffmpeg filters as
-`ucf3d extract` (constant 25 fps, bicubic scale to short side 128, other side even); the loader then
-centre-crops `size` and subtracts Hara's mean on the 0-255 scale (std 1).
+`ucf3d extract` re-encodes every video at constant 25 fps with the short side bicubic-scaled to 128;
+the loader's eval transform (Hara's Scale(size) + CenterCrop(size)) resizes the centred short-side
+square to size x size (linear, antialiased) and subtracts Hara's mean on 0-255 (std 1). Here the
+same chain runs as one ffmpeg filter graph, then numpy cuts the non-overlapping 16-frame windows.
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ FPS = 25
 def decode_frames(
     path: Path, size: int = 112, short_side: int = SHORT_SIDE, fps: int = FPS
 ) -> np.ndarray:
-    """All frames at `fps`, scaled like extract, centre-cropped: (F, size, size, 3) uint8 RGB."""
+    """All frames at `fps`, scaled like extract, centre square resized: (F, size, size, 3) RGB."""
     import imageio_ffmpeg
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video not found")
-    if size > short_side:
-        raise ValueError(f"crop {size} is larger than the short side {short_side}")
     s = short_side
-    vf = (
-        f"fps={fps},scale=w='if(gte(iw,ih),-2,{s})':h='if(gte(iw,ih),{s},-2)':flags=bicubic,"
-        f"crop={size}:{size}"  # centred: x = (in_w - size) / 2, as the loader's eval crop
-    )
+    vf = ",".join([
+        f"fps={fps}",  # extract: constant frame rate,
+        f"scale=w='if(gte(iw,ih),-2,{s})':h='if(gte(iw,ih),{s},-2)':flags=bicubic",  # short side
+        "format=yuv420p",  # what extract stores,
+        # then DALI's decode to RGB: chroma upsampled bilinearly (swscale's default is coarser)
+        "scale=flags=bilinear+full_chroma_int+full_chroma_inp+accurate_rnd", "format=rgb24",
+        "crop='min(iw,ih)':'min(iw,ih)'",  # the centred short-side square (sampling.centre_roi)
+        f"scale={size}:{size}:flags=bilinear",  # ... resized to size x size
+    ])  # fmt: skip
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
            "-an", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, check=False)
