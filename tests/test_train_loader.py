@@ -54,3 +54,35 @@ def test_predict_preprocessing_matches_the_loader(prepared) -> None:
     assert ours.shape == from_loader.shape
     diff = np.abs(ours - from_loader)
     assert diff.mean() < 0.5, diff.mean()  # 0-255 scale; 0.03 measured at 112, 0.4 at 32-64
+
+
+def test_cli_train_resume_eval_export_predict(prepared, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import cli
+
+    run = tmp_path / "run"
+    runner = CliRunner()
+    args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "1",
+            "--max-steps", "2", "--max-val-steps", "1", "--threads", "2",
+            "--manifests", str(prepared.manifests), "--shards", str(prepared.shards),
+            "--run-dir", str(run)]  # fmt: skip
+    res = runner.invoke(cli.main, args)
+    assert res.exit_code == 0, res.output
+    assert "trained tiny to epoch 1" in res.output
+    res = runner.invoke(cli.main, ["train", "--resume", "--run-dir", str(run), "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [
+        1, 2,
+    ]  # fmt: skip
+    assert "resumed" in (run / "train.log").read_text()
+    res = runner.invoke(cli.main, ["eval", "--ckpt", str(run / "last.pdckpt"), "--mode", "video"])
+    assert res.exit_code == 0, res.output
+    assert (run / "eval-last" / "confusion_video.png").is_file()
+    res = runner.invoke(cli.main, ["export", "--ckpt", str(run / "best.pdckpt"), "--out",
+                                   str(tmp_path / "export")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    video = next(prepared.work.glob("videos/*/*.webm"))
+    res = runner.invoke(cli.main, ["predict", str(video), "--model", str(tmp_path / "export")])
+    assert res.exit_code == 0, res.output
+    assert len(res.output.strip().splitlines()) == 4  # header + 3 classes

@@ -6,3 +6,22 @@ import warnings
 # training mode that it tracks running statistics; neither concerns users of this package.
 warnings.filterwarnings("ignore", message="No ccache found")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean")
+
+# The entry points other stages (cli, the demo) call, imported lazily: `import train` stays cheap.
+_EXPORTS = {
+    "TrainConfig": "train.config",
+    "fit": "train.loop",
+    "evaluate_checkpoint": "train.evaluation",
+    "export_checkpoint": "train.export",
+    "predict_video": "train.predict",
+    "create_model": "train.models",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'train' has no attribute {name!r}")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
+TRAIN_LOG = "train.log"
 # Paddle's O1 white list has no conv3d: without it a 3D ResNet would run almost all in fp32.
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
@@ -261,23 +262,45 @@ def fit(
             raise ck.CheckpointError(
                 f"{to_resume}: checkpoint is of another run ({'; '.join(diff)})"
             )
-    if train_data is None:
-        train_data, val_data = open_loaders(cfg)
-    classes = list(train_data.classes)
-    if cfg.num_classes is not None and cfg.num_classes != len(classes):
-        raise ValueError(
-            f"{cfg.manifests}: data has {len(classes)} classes, config says {cfg.num_classes}"
-        )
-    cfg = cfg.replace(num_classes=len(classes))
-    paddle.set_device("gpu" if cfg.device == "gpu" else "cpu")
-    # Same parameter and accumulator names in every run, so a saved optimiser state loads.
-    with unique_name.guard():
+    with contextlib.ExitStack() as stack:
+        if train_data is None:
+            train_data, val_data = open_loaders(cfg)
+            stack.callback(train_data.close)
+            stack.callback(val_data.close)
+        classes = list(train_data.classes)
+        if cfg.num_classes is not None and cfg.num_classes != len(classes):
+            raise ValueError(
+                f"{cfg.manifests}: data has {len(classes)} classes, config says {cfg.num_classes}"
+            )
+        cfg = cfg.replace(num_classes=len(classes))
+        paddle.set_device("gpu" if cfg.device == "gpu" else "cpu")
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_log_to(cfg.run_dir / TRAIN_LOG))
+        # Same parameter and accumulator names in every run, so a saved optimiser state loads.
+        stack.enter_context(unique_name.guard())
         return _fit(cfg, state, to_resume, classes, train_data, val_data)
+
+
+@contextlib.contextmanager
+def _log_to(path: Path):
+    """Also append this package's log records to the run's train.log while training."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    pkg = logging.getLogger("train")
+    level = pkg.level
+    if pkg.getEffectiveLevel() > logging.INFO:
+        pkg.setLevel(logging.INFO)
+    pkg.addHandler(handler)
+    try:
+        yield
+    finally:
+        pkg.removeHandler(handler)
+        pkg.setLevel(level)
+        handler.close()
 
 
 def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
     run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
     paddle.seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)

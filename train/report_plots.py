@@ -26,6 +26,11 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     if k <= 40:  # names are legible up to ~40 classes; UCF-101 gets index ticks
         ax.set_xticks(range(k), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(k), classes, fontsize=7)
+    if k <= 20:  # small matrices: print the counts in the cells
+        for (i, j), n in np.ndenumerate(cm):
+            if n:
+                color = "black" if norm[i, j] > 0.6 else "white"
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=8, color=color)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or f"confusion matrix ({int(cm.sum())} videos, {k} classes)")
