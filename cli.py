@@ -136,7 +136,7 @@ def synth(out: Path, classes: int, groups: int, clips: int, seconds: float, seed
 @click.option("--gop", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Keyframe interval in frames (closed GOPs).")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
-              help="Encoder quality (default: 32 for vp9, 23 for h264).")
+              help="Encoder quality, lower is better (default: 40 for vp9, 23 for h264).")
 @_jobs_option
 @click.option("--strict", is_flag=True, help="Exit 1 if any listed video could not be prepared.")
 @_ffmpeg_option
@@ -204,11 +204,13 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
 @click.option("--groups", type=click.IntRange(8, 99), default=8, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.8, 60), default=7.0, show_default=True)
 @click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Alternate the two routes this many times; report each one's fastest run.")
 @_jobs_option
 @_ffmpeg_option
 @library_errors
 def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes: int, groups: int,
-               seconds: float, codec: str, jobs: int, ffmpeg: str | None) -> None:
+               seconds: float, codec: str, repeats: int, jobs: int, ffmpeg: str | None) -> None:
     """extract+shard vs. per-frame JPEGs (the original code's route); prints one JSON line."""
     import json
 
@@ -216,7 +218,7 @@ def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes:
     from prep.bench import bench_prep as run
 
     cfg = BenchPrepConfig(scratch, videos, splits, classes, groups, 1, seconds, jobs, codec,
-                          ffmpeg=ffmpeg)
+                          repeats=repeats, ffmpeg=ffmpeg)
     click.echo(json.dumps(run(cfg)))
 
 
@@ -316,8 +318,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--threads", "num_threads", type=click.IntRange(1), default=4, show_default=True,
-              help="Loader decode threads.")
+@click.option("--threads", "num_threads", type=click.IntRange(1),
+              help="Loader decode threads (default: all cores).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Default: runs/<model>_split<split>.")
 @click.option("--resume", is_flag=True,

@@ -9,7 +9,7 @@ Fixtures other areas may use (all session-scoped, all built with the project's o
 - `work_dir` -> Path: `ucf3d extract` of it (VP9, short side 128 -> 170x128, GOP 16).
 - `prepared` -> Prepared: `ucf3d shard --split 1` of it: `.shards`, `.manifests`, `.work`,
   `.split` (1), `.train_manifest`, `.test_manifest`, `.summary` (paths). Split 1 has 45 train and 21
-  test videos (15 / 7 per class) in 7 shards of ~400 kB (4 families: fam-t0/t1/t2/t3).
+  test videos (15 / 7 per class) in 7 shards of <= 200 kB (4 families: fam-t0/t1/t2/t3).
 
 Treat them as read-only: copy before corrupting anything.
 """
@@ -27,7 +27,7 @@ from prep.shard import ShardConfig, shard
 from prep.synth import SynthConfig, synth
 
 TINY = {"classes": 3, "groups": 22, "clips": 1, "seconds": 1.0, "seed": 0}
-TINY_SHARD_SIZE = 400_000  # several shards per family, even for the tiny set
+TINY_SHARD_SIZE = 200_000  # several shards per family, even for the tiny set
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def test_records_exact(synth_root: Path, work_dir: Path) -> None:
         assert rec["src_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
         assert (rec["width"], rec["height"], rec["fps"], rec["gop"]) == (170, 128, 25, 16)
         n, keys = _decode_count(video)
-        assert rec["n_frames"] == n  # an independent decode (PyAV) agrees exactly
+        assert rec["n_frames"] == n == count_frames(video)  # independent decodes agree exactly
         assert keys == list(range(0, n, 16))  # a keyframe every 16 frames, and only there
         with av.open(str(src)) as c:  # 25 fps in, 25 fps out: one output frame per source frame
             assert n == sum(1 for _ in c.decode(video=0))
@@ -189,3 +189,15 @@ def test_ctrl_c_leaves_nothing_finished_looking(synth_root: Path, tmp_path: Path
     res = extract(ExtractConfig(synth_root / "UCF-101", synth_root / "ucfTrainTestlist", w, jobs=2))
     assert res.prepared == 66 and res.skipped >= len(finished)
     assert not list(w.rglob("*.tmp"))
+
+
+def test_h264_option(bad_world: tuple[Path, Path], tmp_path: Path) -> None:
+    videos, lists = bad_world
+    res = extract(ExtractConfig(videos, lists, tmp_path / "w", codec="h264", jobs=1))
+    assert res.prepared == 2
+    for rec in _index(tmp_path / "w"):
+        video = tmp_path / "w" / rec["path"]
+        assert video.suffix == ".mp4" and rec["codec"] == "h264"
+        n, keys = _decode_count(video)
+        assert rec["n_frames"] == n == count_frames(video)
+        assert keys == list(range(0, n, 16))

@@ -15,7 +15,7 @@ from prep.extract import ExtractConfig, extract
 from prep.shard import ShardConfig, shard
 from prep.verify import verify
 
-TINY_SHARD_SIZE = 400_000
+TINY_SHARD_SIZE = 200_000
 
 
 def _files(d: Path) -> dict[str, bytes]:
