@@ -51,7 +51,7 @@ def test_fit_writes_run_outputs(tmp_path: Path, data) -> None:
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_clips_per_s",
-                "train_data_wait_pct", "train_time_s"):  # fmt: skip
+                "train_data_wait_pct", "train_time_s", "time_s"):  # fmt: skip
         assert key in lines[0]
     config = json.loads((run / "config.json").read_text())
     assert config["num_classes"] == 4 and config["model"] == "tiny" and config["shortcut"] == "A"
@@ -60,6 +60,7 @@ def test_fit_writes_run_outputs(tmp_path: Path, data) -> None:
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_acc"} <= set(state)
     assert (run / ck.BEST).is_file()
     assert not list(run.glob("*.tmp"))
+    assert "epoch 2: train_loss" in (run / "train.log").read_text()
 
 
 def test_resume_continues_exactly(tmp_path: Path, data) -> None:

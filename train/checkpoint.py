@@ -104,9 +104,14 @@ def load_model_weights(model: ResNet3D, weights: dict[str, Any], path: Path) -> 
     model.set_state_dict(weights)
 
 
-def model_from_checkpoint(path: Path, num_classes: int | None = None) -> tuple[ResNet3D, dict]:
-    """Rebuild the model a checkpoint was trained as; num_classes, if given, must agree."""
-    state = load_checkpoint(path)
+def model_from_checkpoint(
+    path: Path, num_classes: int | None = None, state: dict[str, Any] | None = None
+) -> tuple[ResNet3D, dict]:
+    """Rebuild the model a checkpoint was trained as; num_classes, if given, must agree.
+
+    state: the checkpoint already loaded from `path` (saves reading it twice).
+    """
+    state = state if state is not None else load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     n = len(state["classes"])
     if num_classes is not None and num_classes != n:

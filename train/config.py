@@ -56,7 +56,7 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch; None = the whole epoch (short runs for demos/tests)
     max_val_steps: int | None = None
     seed: int = 1
-    num_threads: int = 4
+    num_threads: int | None = None  # loader decode threads; None = the loader default (all cores)
     run_dir: Path = Path("runs/r3d18_split1")
     extra: dict[str, Any] = field(default_factory=dict)  # loader options passed through as-is
 

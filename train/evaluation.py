@@ -28,8 +28,10 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     opts = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
-        num_threads=cfg.num_threads, **cfg.extra,
+        **cfg.extra,
     )  # fmt: skip
+    if cfg.num_threads is not None:
+        opts["num_threads"] = cfg.num_threads
     opts.update({k: v for k, v in overrides.items() if v is not None})
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
@@ -75,7 +77,7 @@ def evaluate_checkpoint(
                 f"{len(source.classes)} (or other names); evaluate on the split it was trained on"
             )
         if model is None:
-            model, _ = ck.model_from_checkpoint(ckpt, len(classes))
+            model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
         pred_file = out / f"predictions_{mode}.json"

@@ -196,9 +196,10 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     common = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
-        num_threads=cfg.num_threads, dtype="float16" if cfg.amp == "fp16" else "float32",
-        **cfg.extra,
+        dtype="float16" if cfg.amp == "fp16" else "float32", **cfg.extra,
     )  # fmt: skip
+    if cfg.num_threads is not None:
+        common["num_threads"] = cfg.num_threads
     train = ClipLoader(LoaderConfig(subset="train", mode="train", **common))
     val = ClipLoader(LoaderConfig(subset="test", mode="clip", **common))
     return train, val
@@ -327,6 +328,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
             epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
         )  # fmt: skip
         record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
+        started = time.perf_counter() - tr["time_s"]
         if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
             ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
             record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])
@@ -334,6 +336,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
                 sched.step(ev["loss"])
         if cfg.schedule == "multistep":
             sched.step()
+        record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
         _append_metrics(run / METRICS_JSONL, record)
         is_best = record.get("val_acc", -1.0) > best

@@ -133,6 +133,7 @@ class ResNet3D(nn.Layer):
         return nn.Sequential(*blocks)
 
     def _init_weights(self) -> None:
+        """Hara's init: kaiming normal (fan_out) convs, BN 1/0, PyTorch's default for the fc."""
         kaiming = nn.initializer.KaimingNormal(mode="fan_out", nonlinearity="relu")
         for m in self.sublayers():
             if isinstance(m, nn.Conv3D):
@@ -140,6 +141,9 @@ class ResNet3D(nn.Layer):
             elif isinstance(m, nn.BatchNorm3D):
                 nn.initializer.Constant(1.0)(m.weight)
                 nn.initializer.Constant(0.0)(m.bias)
+        bound = 1.0 / self.fc.weight.shape[0] ** 0.5  # U(-1/sqrt(fan_in), +) for weight and bias
+        nn.initializer.Uniform(-bound, bound)(self.fc.weight)
+        nn.initializer.Uniform(-bound, bound)(self.fc.bias)
 
     def features(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (N, w0, T, H/2, W/2)
