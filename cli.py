@@ -204,13 +204,16 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
 @click.option("--groups", type=click.IntRange(8, 99), default=8, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.8, 60), default=7.0, show_default=True)
 @click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Encoder quality for our route (default: extract's).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Alternate the two routes this many times; report each one's fastest run.")
 @_jobs_option
 @_ffmpeg_option
 @library_errors
 def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes: int, groups: int,
-               seconds: float, codec: str, repeats: int, jobs: int, ffmpeg: str | None) -> None:
+               seconds: float, codec: str, crf: int | None, repeats: int, jobs: int,
+               ffmpeg: str | None) -> None:
     """extract+shard vs. per-frame JPEGs (the original code's route); prints one JSON line."""
     import json
 
@@ -218,7 +221,7 @@ def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes:
     from prep.bench import bench_prep as run
 
     cfg = BenchPrepConfig(scratch, videos, splits, classes, groups, 1, seconds, jobs, codec,
-                          repeats=repeats, ffmpeg=ffmpeg)
+                          repeats=repeats, crf=crf, ffmpeg=ffmpeg)
     click.echo(json.dumps(run(cfg)))
 
 
@@ -358,10 +361,15 @@ def train(ctx: click.Context, **opts: Any) -> None:
         opts["run_dir"] = Path("runs") / f"{opts['model']}_split{opts['split']}"
     saved = opts["run_dir"] / CONFIG_JSON
     if resume and saved.is_file():  # the run's own options, updated by those given now
-        base = TrainConfig.from_dict(json.loads(saved.read_text(encoding="utf-8")))
-        cfg = base.replace(**{k: v for k, v in opts.items() if k in given})
-    else:
+        try:
+            base = TrainConfig.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{saved}: unreadable run config ({e}); use another --run-dir") from e
+        opts = {**base.to_dict(), **{k: v for k, v in opts.items() if k in given}}
+    try:
         cfg = TrainConfig(**opts)
+    except ValueError as e:  # option values that do not fit together
+        raise click.UsageError(str(e)) from e
     run = fit(cfg, resume=resume)
     lines = (run / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
     last = json.loads(lines[-1]) if lines else {}

@@ -155,3 +155,17 @@ def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
     assert res.exit_code == 2 and "valid choices" in res.output
     res = CliRunner().invoke(cli.main, ["train", "--resume", "--run-dir", str(tmp_path / "none")])
     assert res.exit_code == 1 and "no checkpoint to resume" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--milestones", "10,x"], "is not a list of epochs"),
+        (["--depth", "18", "--model", "tiny"], "give --model or --depth, not both"),
+        (["--amp", "fp8"], "'fp8' is not one of"),
+        (["--schedule", "multistep"], "needs milestones"),
+    ],
+)
+def test_cli_train_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli.main, ["train", "--run-dir", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2 and message in res.output, res.output

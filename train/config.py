@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = 1
     num_threads: int | None = None  # loader decode threads; None = the loader default (all cores)
     run_dir: Path = Path("runs/r3d18_split1")
-    extra: dict[str, Any] = field(default_factory=dict)  # loader options passed through as-is
+    loader_options: dict[str, Any] = field(default_factory=dict)  # more LoaderConfig fields
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", model_name(self.model))
@@ -93,6 +93,7 @@ class TrainConfig:
                 d[k] = str(v)
             elif isinstance(v, tuple):
                 d[k] = list(v)
+        d["loader_options"] = json.loads(json.dumps(d["loader_options"], default=str))
         return d
 
     @classmethod

@@ -28,7 +28,7 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     opts = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
-        **cfg.extra,
+        **cfg.loader_options,
     )  # fmt: skip
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads

@@ -38,10 +38,10 @@ def export_checkpoint(ckpt: Path, out_dir: Path) -> Path:
         "epoch": int(state["epoch"]),
         "clip_len": cfg.clip_len,
         "size": cfg.size,
-        "short_side": int(cfg.extra.get("short_side", SHORT_SIDE)),
+        "short_side": SHORT_SIDE,  # ucf3d extract's default; the checkpoint cannot know another
         "fps": FPS,  # ucf3d extract's constant frame rate
-        "mean": list(cfg.extra.get("mean", MEAN)),
-        "std": list(cfg.extra.get("std", STD)),
+        "mean": list(cfg.loader_options.get("mean", MEAN)),
+        "std": list(cfg.loader_options.get("std", STD)),
         "input": "clips (N, 3, T, H, W) float32, RGB 0-255 minus mean, divided by std",
         "output": "logits (N, classes)",
     }

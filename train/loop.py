@@ -196,7 +196,7 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     common = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
-        dtype="float16" if cfg.amp == "fp16" else "float32", **cfg.extra,
+        dtype="float16" if cfg.amp == "fp16" else "float32", **cfg.loader_options,
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
