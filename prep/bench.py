@@ -33,6 +33,7 @@ class BenchPrepConfig:
     codec: str = "vp9"
     seed: int = 0
     repeats: int = 1
+    crf: int | None = None  # None: extract's default for the codec
     ffmpeg: str | None = None
 
 
@@ -81,7 +82,7 @@ def _time_ours(cfg: BenchPrepConfig, videos: Path, splits: Path, scratch: Path, 
         shutil.rmtree(scratch / sub, ignore_errors=True)
     c0, t0 = _cpu_seconds(), time.perf_counter()
     ecfg = ExtractConfig(
-        videos, splits, scratch / "work", codec=cfg.codec, jobs=jobs, ffmpeg=cfg.ffmpeg
+        videos, splits, scratch / "work", codec=cfg.codec, crf=cfg.crf, jobs=jobs, ffmpeg=cfg.ffmpeg
     )
     res = extract(ecfg)
     t1 = time.perf_counter()
@@ -135,7 +136,7 @@ def bench_prep(cfg: BenchPrepConfig) -> dict:
         "cores": os.cpu_count(),
         "jobs": jobs,
         "codec": cfg.codec,
-        "crf": ExtractConfig(Path(), Path(), Path(), codec=cfg.codec).encoding()["crf"],
+        "crf": ExtractConfig(Path(), Path(), Path(), cfg.codec, crf=cfg.crf).encoding()["crf"],
         "repeats": cfg.repeats,
         "load_avg_1min_at_start": round(load, 2),
         "src_bytes": src_bytes,

@@ -289,7 +289,10 @@ def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> 
         out / ondisk.WORK_CONFIG,
         json.dumps(
             {
-                **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+                **{
+                    k: str(Path(v).resolve()) if isinstance(v, Path) else v
+                    for k, v in asdict(cfg).items()
+                },
                 "encoding": cfg.encoding(),
                 "classes": classes,
             },
