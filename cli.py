@@ -334,8 +334,9 @@ def train(ctx: click.Context, **opts: Any) -> None:
     import json
 
     from train.config import TrainConfig
-    from train.loop import CONFIG_JSON, METRICS_JSONL, fit
+    from train.loop import fit
     from train.models import model_name
+    from train.rundir import CONFIG_JSON, METRICS_JSONL
 
     depth, width, milestones = opts.pop("depth"), opts.pop("width"), opts.pop("milestones")
     if depth is not None and _given(ctx, "model_name"):

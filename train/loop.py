@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -21,12 +20,17 @@ from paddle.utils import unique_name
 from train import checkpoint as ck
 from train.config import TrainConfig, write_json
 from train.models import create_model
+from train.rundir import (
+    CONFIG_JSON,
+    METRICS_JSONL,
+    TRAIN_LOG,
+    append_metrics,
+    log_to,
+    prepare_run_dir,
+)
 
 log = logging.getLogger(__name__)
 
-CONFIG_JSON = "config.json"
-METRICS_JSONL = "metrics.jsonl"
-TRAIN_LOG = "train.log"
 # Paddle's O1 white list has no conv3d: without it a 3D ResNet would run almost all in fp32.
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
@@ -205,48 +209,6 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     return train, val
 
 
-def prepare_run_dir(cfg: TrainConfig, resume: bool) -> Path | None:
-    """Refuse a run directory that holds another run; return the checkpoint to resume, if any."""
-    run, last = cfg.run_dir, cfg.run_dir / ck.LAST
-    cfg_file = run / CONFIG_JSON
-    if cfg_file.is_file():
-        try:
-            old = TrainConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"{cfg_file}: unreadable run config ({e}); choose another --run-dir"
-            ) from e
-        diff = old.differences(cfg)
-        if diff:
-            raise ValueError(
-                f"{cfg_file}: run directory holds a different run ({'; '.join(diff[:3])}); "
-                "choose another --run-dir or repeat the original options"
-            )
-        if last.exists() and not resume:
-            raise ValueError(
-                f"{last}: run directory already holds this run; pass --resume to continue it "
-                "or choose another --run-dir"
-            )
-    if not resume:
-        return None
-    if not last.exists():
-        raise ck.CheckpointError(f"{last}: no checkpoint to resume from; drop --resume to start")
-    return last
-
-
-def _append_metrics(path: Path, record: dict[str, Any], keep_upto: int | None = None) -> None:
-    """Append one JSON line; with keep_upto, first drop lines of epochs after the resumed one."""
-    if keep_upto is not None:
-        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= keep_upto]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-        tmp.replace(path)
-    if record:
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def fit(
     cfg: TrainConfig,
     *,
@@ -276,28 +238,10 @@ def fit(
         cfg = cfg.replace(num_classes=len(classes))
         paddle.set_device("gpu" if cfg.device == "gpu" else "cpu")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_log_to(cfg.run_dir / TRAIN_LOG))
+        stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
         # Same parameter and accumulator names in every run, so a saved optimiser state loads.
         stack.enter_context(unique_name.guard())
         return _fit(cfg, state, to_resume, classes, train_data, val_data)
-
-
-@contextlib.contextmanager
-def _log_to(path: Path):
-    """Also append this package's log records to the run's train.log while training."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    pkg = logging.getLogger("train")
-    level = pkg.level
-    if pkg.getEffectiveLevel() > logging.INFO:
-        pkg.setLevel(logging.INFO)
-    pkg.addHandler(handler)
-    try:
-        yield
-    finally:
-        pkg.removeHandler(handler)
-        pkg.setLevel(level)
-        handler.close()
 
 
 def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
@@ -319,7 +263,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         start, best = int(state["epoch"]), float(state["best_acc"])
         log.info("resumed %s at epoch %d (best val acc %.4f)", ckpt_path, start, best)
     write_json(run / CONFIG_JSON, cfg.to_dict())
-    _append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
+    append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
     for epoch in range(start, cfg.epochs):
         steps = _epoch_len(train_data, cfg.max_steps)
         lr = opt.get_lr()
@@ -338,7 +282,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
             sched.step()
         record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
-        _append_metrics(run / METRICS_JSONL, record)
+        append_metrics(run / METRICS_JSONL, record)
         is_best = record.get("val_acc", -1.0) > best
         best = max(best, record.get("val_acc", -1.0))
         ckpt_state = {
