@@ -169,3 +169,10 @@ def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
 def test_cli_train_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
     res = CliRunner().invoke(cli.main, ["train", "--run-dir", str(tmp_path / "r"), *args])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+@pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason="CPU-only Paddle builds")
+def test_gpu_device_on_cpu_paddle_is_a_clear_error(tmp_path: Path, data) -> None:
+    with pytest.raises(RuntimeError, match="--device gpu needs a CUDA build of Paddle"):
+        fit(tiny_cfg(tmp_path / "g", device="gpu"), train_data=data[0])
+    assert not (tmp_path / "g").exists()

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paddle
 
 from train import checkpoint as ck
 from train.config import write_json
-from train.loop import ClipSource, evaluate
+from train.loop import ClipSource, evaluate, use_device
 from train.metrics import summarize
 from train.report_plots import plot_confusion
 
@@ -58,7 +57,7 @@ def evaluate_checkpoint(
     for m in modes:
         if m not in EVAL_MODES:
             raise ValueError(f"unknown eval mode {m!r}; valid: {', '.join(EVAL_MODES)}")
-    paddle.set_device("gpu" if device == "gpu" else "cpu")
+    use_device(device)
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])

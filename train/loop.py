@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
+def use_device(device: str) -> None:
+    """paddle.set_device, failing clearly where this Paddle build has no CUDA."""
+    if device == "gpu" and not paddle.device.is_compiled_with_cuda():
+        raise RuntimeError(
+            f"--device gpu needs a CUDA build of Paddle, this is paddlepaddle {paddle.__version__} "
+            "for CPU; install paddlepaddle-gpu from Paddle's package index, or use --device cpu"
+        )
+    paddle.set_device("gpu" if device == "gpu" else "cpu")
+
+
 class ClipSource(Protocol):
     """What fit needs from a loader: class names and one iterable of batches per epoch."""
 
@@ -217,6 +227,7 @@ def fit(
     val_data: ClipSource | None = None,
 ) -> Path:
     """Train cfg.epochs epochs (or the rest, with resume) into cfg.run_dir; returns the run dir."""
+    use_device(cfg.device)
     to_resume = prepare_run_dir(cfg, resume)
     state = ck.load_checkpoint(to_resume) if to_resume else None
     if state is not None:
@@ -236,7 +247,6 @@ def fit(
                 f"{cfg.manifests}: data has {len(classes)} classes, config says {cfg.num_classes}"
             )
         cfg = cfg.replace(num_classes=len(classes))
-        paddle.set_device("gpu" if cfg.device == "gpu" else "cpu")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
         # Same parameter and accumulator names in every run, so a saved optimiser state loads.

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from train.export import META, PREFIX
+from train.loop import use_device
 from train.metrics import softmax
 from train.preprocess import video_clips
 
@@ -48,6 +49,7 @@ class Predictor:
             raise FileNotFoundError(f"{model_dir}: model files missing; export the model again")
         config = pi.Config(str(program), str(params))
         if device == "gpu":
+            use_device("gpu")  # a clear error on CPU-only Paddle builds
             config.enable_use_gpu(256, 0)
         else:
             config.disable_gpu()
