@@ -140,15 +140,18 @@ class GpuBackend:
                     for j, r in enumerate(flat)
                 )
             )
-            pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p))
+            pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=len(reqs)))
         with ThreadPoolExecutor(len(pipes)) as pool:  # builds open files: overlap them
             for future in [pool.submit(pipe.build) for pipe in pipes]:
                 future.result()
         for pipe in pipes:
-            pipe.schedule_run()  # fills the prefetch queue now; run() below takes outputs()
+            pipe.schedule_run()  # starts decoding now: fills the prefetch queue
         return pipes
 
-    def _pipeline(self, file_list: Path, chunks: Iterator[np.ndarray], seed: int) -> Any:
+    def _pipeline(
+        self, file_list: Path, chunks: Iterator[np.ndarray], seed: int, depth: int
+    ) -> Any:
+        """One reader pipeline over `file_list`; `depth` chunks in all (never scheduled past)."""
         cfg = self.cfg
 
         def params() -> tuple[list[np.ndarray], ...]:
@@ -158,7 +161,7 @@ class GpuBackend:
             batch_size=cfg.gpu_batch,
             num_threads=cfg.gpu_threads,
             device_id=self.device_id,
-            prefetch_queue_depth=cfg.prefetch,
+            prefetch_queue_depth=min(cfg.prefetch, depth),
             seed=seed,
         )
         def graph():  # noqa: ANN202 - DALI graph definition
@@ -193,11 +196,17 @@ class GpuBackend:
         chunks = self._chunks(todo)
         self.close_pipes()
         self._pipes = pipes = self._take_prepared(todo) or self._build(chunks)
+        n_pipes = len(pipes)
+        total = [len(range(p, len(chunks), n_pipes)) for p in range(n_pipes)]
+        scheduled = [min(self.cfg.prefetch, t) for t in total]  # queued by _build
         outputs: list[Any] = []
         for k, (pos, req) in enumerate(chunks):
-            pipe = pipes[k % len(pipes)]
-            try:  # the first iteration of each pipeline was scheduled when it was built
-                clips, _ids = pipe.outputs() if k < len(pipes) else pipe.run()
+            p = k % n_pipes
+            try:  # DALI's scheduled API: outputs() then schedule_run() to keep the queue full
+                clips, _ids = pipes[p].outputs()
+                if scheduled[p] < total[p]:
+                    pipes[p].schedule_run()
+                    scheduled[p] += 1
             except RuntimeError as e:
                 raise self._diagnose(e, req) from e
             outputs.append(clips)
