@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 FORMAT_NAME = "ucf3d-shards"
@@ -21,7 +21,6 @@ WORK_INDEX = "index.jsonl"  # one VideoRecord per prepared video, sorted by key
 WORK_ERRORS = "errors.jsonl"  # one {"key", "path", "reason"} per video that could not be prepared
 WORK_CONFIG = "extract_config.json"
 VIDEO_EXT = {"vp9": "webm", "h264": "mp4"}  # codec -> container extension (also the tar component)
-
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,8 @@ class VideoRecord:
         if "class" in obj:
             obj["cls"] = obj.pop("class")
         names = [f.name for f in fields(cls)]
-        missing = sorted(set(names[:14]) - set(obj))
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = sorted(set(required) - set(obj))
         if missing:
             raise FormatError(f"{where}: missing field(s) {', '.join(missing)}")
         try:

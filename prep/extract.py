@@ -225,6 +225,8 @@ def _prepare(task: _Task) -> tuple[str, VideoRecord | str, bool]:
     if rec is not None:
         return e.key, rec, True
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f"{e.key}.*tmp"):  # left by a killed run (keys hold no dots)
+        stale.unlink(missing_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
     declared, truncated = _probe_source(src, cfg.fps)
     if truncated:

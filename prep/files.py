@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
+def tmp_name(path: Path) -> Path:
+    """A per-process `*.tmp` name beside `path`, so concurrent writers of one file never collide."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `path` via `path.tmp` + rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write `path` via a `*.tmp` file + rename, so a reader never sees half a file."""
+    tmp = tmp_name(path)
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 

@@ -37,12 +37,12 @@ from ondisk import (
     pack_meta,
     shard_index_name,
 )
-from prep.files import sha256_file, write_text_atomic
+from prep.files import sha256_file, tmp_name, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 TAR_MTIME = 0  # fixed member metadata: the same inputs give the same bytes
-SHARD_RE = re.compile(r"^fam-[a-z0-9]+(?:-x[0-9]+)?-\d{5}\.(?:tar|idx)$")
+SHARD_RE = re.compile(r"^fam-[a-z0-9]+(?:-x[0-9]+)?-\d{5}\.(?:tar|idx)(?:\.\d+\.tmp)?$")
 IDX_VERSION = "v1.2"  # DALI readers.webdataset index format, as written by wds2idx
 
 
@@ -195,7 +195,7 @@ def write_shard(shard: Shard, work: Path, out_dir: Path) -> bool:
     if not (
         path.is_file() and path.stat().st_size == shard.bytes and sha256_file(path) == shard.sha256
     ):
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = tmp_name(path)
         with open(tmp, "wb") as f:
             _write_tar(shard, work, _Sink(f))
         tmp.replace(path)
@@ -248,7 +248,7 @@ def shard(cfg: ShardConfig, progress: Callable[..., None] | None = None) -> dict
             progress(1)
     names = {s.name for s in shards} | {shard_index_name(s.name) for s in shards}
     for stale in sorted(p for p in out_dir.iterdir() if SHARD_RE.match(p.name)):
-        if stale.name not in names:  # left by an earlier layout (other seed or shard size)
+        if stale.name not in names:  # an earlier layout's (other seed or size), or a killed run's
             log.info("removing stale %s", stale)
             stale.unlink()
     summary = {
