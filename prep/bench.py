@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from prep.encode import Encoding
 from prep.extract import ExtractConfig, extract
 from prep.ffmpeg import run_ffmpeg
 from prep.shard import ShardConfig, shard
@@ -136,7 +137,7 @@ def bench_prep(cfg: BenchPrepConfig) -> dict:
         "cores": os.cpu_count(),
         "jobs": jobs,
         "codec": cfg.codec,
-        "crf": ExtractConfig(Path(), Path(), Path(), cfg.codec, crf=cfg.crf).encoding()["crf"],
+        "crf": Encoding(cfg.codec, crf=cfg.crf).crf,
         "repeats": cfg.repeats,
         "load_avg_1min_at_start": round(load, 2),
         "src_bytes": src_bytes,
