@@ -7,7 +7,8 @@ height and width — so both backends crop exactly the same pixels.
 Hara et al.'s spatial transforms and how they map here:
 - train: MultiScaleCornerCrop (square of int(scale * short side) at centre/TL/TR/BL/BR, PIL bilinear
   resize to 112) + RandomHorizontalFlip, one draw per clip -> ONE fn.resize over the crop window
-  (roi_start/roi_end, linear with antialiasing, like Pillow's bilinear when shrinking), then
+  (roi_start/roi_end, linear; Pillow's bilinear also antialiases when shrinking, which only the
+  scale-1 crops do (128 -> 112), so that is cfg.antialias, off by default for speed), then
   fn.crop_mirror_normalize for flip, (x - mean) / std on 0-255, transpose to CFHW and cast.
   Crop-inside-resize never resamples pixels outside the window, so it is cheaper than
   resize-then-crop and exact.
@@ -76,7 +77,7 @@ def hara_train_augment(
         roi_end=roi_end,
         size=[cfg.size, cfg.size],
         interp_type=types.INTERP_LINEAR,
-        antialias=True,
+        antialias=cfg.antialias,
     )
     return normalize(crop, flip, cfg)
 
@@ -84,7 +85,7 @@ def hara_train_augment(
 def center_crop_eval(frames: Any, cfg: LoaderConfig) -> Any:
     """Hara's eval transform literally: short side -> size (bilinear), centre crop size x size."""
     scaled = fn.resize(
-        frames, resize_shorter=cfg.size, interp_type=types.INTERP_LINEAR, antialias=True
+        frames, resize_shorter=cfg.size, interp_type=types.INTERP_LINEAR, antialias=cfg.antialias
     )
     return fn.crop_mirror_normalize(
         scaled,

@@ -18,8 +18,16 @@ implement:
     closed), the next ``run`` call must start clean. Errors about a sample raise
     ``loader.source.LoaderError`` naming the shard and the key.
 
+    `clips` may also be a list of such outputs (per-pipeline chunks of one batch, concatenated in
+    order by ``loader.bridge.to_paddle``); only the first ``len(batch)`` samples count, so a last
+    chunk may be padded.
+
 ``close() -> None``
     Release pipelines, threads and files.
+
+``prepare(batches: list[PlanBatch]) -> None`` (optional)
+    Called by ``ClipLoader.raw_epoch`` once the first batch of an epoch is out, with the next
+    epoch's batches, so a backend can build its next pipelines in the background.
 
 The augmentation parameters of a batch come from ``loader.augment.param_feed(batch)`` (a tuple of
 per-sample arrays for the external sources that ``loader.augment.param_inputs`` creates): feed them

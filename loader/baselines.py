@@ -11,6 +11,7 @@ multiprocessing Pool of `workers` processes feeding batches of `batch_size` to t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing as mp
 import subprocess
@@ -142,25 +143,26 @@ def run_baseline(cfg, workers: int, measure: Callable) -> dict:
     """Time the jpeg or pyav baseline with `workers` processes; returns measure()'s dict."""
     from .bench import cpu_seconds
 
-    with tempfile.TemporaryDirectory(prefix="ucf3d-jpeg-") as tmp:
-        workdir = cfg.jpeg_dir or Path(tmp)
-        log.info("%s baseline: preparing (untimed) under %s", cfg.baseline, workdir)
-        jobs = _jobs(cfg, cfg.baseline, workdir)
-        fn = _jpeg_clip if cfg.baseline == "jpeg" else _pyav_clip
-        ctx = mp.get_context("fork")
-        with ctx.Pool(workers) as pool:
-            pids = [p.pid for p in pool._pool]  # noqa: SLF001 - worker pids for CPU accounting
-            parent = mp.current_process().pid
+    # JPEG frames are kept between runs (untimed preparation), keyed by the source folder
+    tag = hashlib.sha1(str(Path(cfg.videos).resolve()).encode()).hexdigest()[:10]
+    workdir = cfg.jpeg_dir or Path(tempfile.gettempdir()) / "ucf3d-bench-jpeg" / tag
+    log.info("%s baseline: preparing (untimed) under %s", cfg.baseline, workdir)
+    jobs = _jobs(cfg, cfg.baseline, workdir)
+    fn = _jpeg_clip if cfg.baseline == "jpeg" else _pyav_clip
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        pids = [p.pid for p in pool._pool]  # noqa: SLF001 - worker pids for CPU accounting
+        parent = mp.current_process().pid
 
-            def batches() -> Iterator[int]:
-                bs = cfg.loader.batch_size
-                while True:
-                    buf = []
-                    for clip in pool.imap(fn, jobs, chunksize=2):
-                        buf.append(clip)
-                        if len(buf) == bs:
-                            np.stack(buf)  # collate, as a DataLoader would
-                            yield bs
-                            buf = []
+        def batches() -> Iterator[int]:
+            bs = cfg.loader.batch_size
+            buf = []  # batches run across epochs (a batch may hold more clips than one epoch)
+            while True:
+                for clip in pool.imap(fn, jobs, chunksize=2):
+                    buf.append(clip)
+                    if len(buf) == bs:
+                        np.stack(buf)  # collate, as a DataLoader would
+                        yield bs
+                        buf = []
 
-            return measure(batches(), cfg.seconds, cfg.warmup, lambda: cpu_seconds([parent, *pids]))
+        return measure(batches(), cfg.seconds, cfg.warmup, lambda: cpu_seconds([parent, *pids]))

@@ -46,6 +46,9 @@ class LoaderConfig:
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth
     verify: bool = False  # check each video's sha256 against the manifest when read
+    # resize antialiasing only matters when shrinking (scale-1 crops, eval 128 -> 112: factor
+    # 0.875, where it barely changes pixels); off is ~20 % faster on the CPU (docs/BENCHMARKS.md)
+    antialias: bool = False
     cache_dir: Path | None = None  # GPU path: local verified file cache
     gpu_pipelines: int = 24  # GPU path: concurrent readers.video pipelines (NVDEC needs many)
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)

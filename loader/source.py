@@ -44,9 +44,10 @@ def load_dataset(cfg: LoaderConfig) -> Dataset:
     """Read the manifest and summary, and each video's height/width from its shard's meta.i32."""
     summary = ondisk.read_summary(cfg.summary_path)
     records = ondisk.read_manifest(cfg.manifest_path)
-    shards_dir = cfg.shards if cfg.shards is not None else Path(summary["shards_dir"])
-    if not shards_dir.is_absolute() and not shards_dir.exists():
-        shards_dir = cfg.manifests / shards_dir  # a summary may hold a path relative to itself
+    if cfg.shards is not None:
+        shards_dir = cfg.shards
+    else:  # relative to the summary's own folder (ondisk contract)
+        shards_dir = ondisk.resolve_shards_dir(cfg.summary_path, summary)
     classes = list(summary["classes"])
     for rec in records:
         if not 0 <= rec.label < len(classes) or classes[rec.label] != rec.cls:
