@@ -166,3 +166,33 @@ def test_split_without_test_videos_is_an_error(work_dir: Path, tmp_path: Path) -
     (w / "index.jsonl").write_text("".join(json.dumps(x) + "\n" for x in keep))
     with pytest.raises(ValueError, match="split 3 has no test videos"):
         shard(ShardConfig(w, 3, tmp_path / "s", tmp_path / "m"))
+
+
+def test_bad_index_line_names_file_and_line(work_dir: Path, tmp_path: Path) -> None:
+    w = tmp_path / "w"
+    w.mkdir()
+    shutil.copy(work_dir / ondisk.WORK_CONFIG, w)
+    lines = (work_dir / ondisk.WORK_INDEX).read_text().splitlines()
+    lines[2] = lines[2].replace('"n_frames"', '"frames"')
+    (w / ondisk.WORK_INDEX).write_text("\n".join(lines) + "\n")
+    with pytest.raises(ondisk.FormatError, match=r"index.jsonl:3: missing field\(s\) n_frames"):
+        shard(ShardConfig(w, 1, tmp_path / "s", tmp_path / "m"))
+
+
+def test_verify_reports_missing_member_and_stale_index(prepared, tmp_path: Path) -> None:
+    import tarfile
+
+    shards, manifests = tmp_path / "shards", tmp_path / "manifests"
+    shutil.copytree(prepared.shards, shards)
+    shutil.copytree(prepared.manifests, manifests)
+    rec = ondisk.read_manifest(manifests / "split1_test.jsonl")[0]
+    with (
+        tarfile.open(prepared.shards / rec.shard) as src,
+        tarfile.open(shards / rec.shard, "w", format=tarfile.USTAR_FORMAT) as dst,
+    ):  # rewrite the shard without the first sample's meta.i32
+        for m in src.getmembers():
+            if m.name != f"{rec.key}.meta.i32":
+                dst.addfile(m, src.extractfile(m))
+    problems = verify(manifests, 1)
+    assert f"{rec.shard}: {rec.key}: meta.i32 is None, expected" in "\n".join(problems)
+    assert any(p.startswith(f"{rec.shard}: DALI index") for p in problems)
