@@ -69,19 +69,12 @@ class ClipLoader:
             else:
                 from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
 
-                self._backend = GpuBackend(self.cfg, self.dataset)
+                self._backend = GpuBackend(self.cfg, self.dataset, planner=self.batches)
         return self._backend
 
     def raw_epoch(self, epoch: int) -> Iterator[tuple[Any, PlanBatch]]:
-        """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over.
-
-        Once the first batch is out, a backend that can (GPU) starts preparing epoch + 1.
-        """
-        backend = self.backend
-        for i, item in enumerate(backend.run(iter(self.batches(epoch)))):
-            if i == 0 and hasattr(backend, "prepare"):
-                backend.prepare(self.batches(epoch + 1))
-            yield item
+        """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over."""
+        yield from self.backend.run(iter(self.batches(epoch)))
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""

@@ -53,6 +53,7 @@ class LoaderConfig:
     gpu_pipelines: int = 24  # GPU path: concurrent readers.video pipelines (NVDEC needs many)
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
     gpu_threads: int = 2  # GPU path: CPU threads per pipeline
+    gpu_segment_clips: int = 50_000  # GPU path: epochs planned ahead per pipeline build
     device_id: int | None = None  # GPU path: None = FLAGS_selected_gpus (Paddle launcher) or 0
 
     def __post_init__(self) -> None:
@@ -83,6 +84,7 @@ class LoaderConfig:
             "gpu_pipelines",
             "gpu_batch",
             "gpu_threads",
+            "gpu_segment_clips",
         )
         for name in positive:
             if int(getattr(self, name)) < 1:

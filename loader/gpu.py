@@ -8,10 +8,12 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    checking each one's sha256 against the manifest before it is renamed into place. File names
    carry the checksum (`<sha256[:16]>-<key>.<ext>`), so a re-extracted video never reuses a stale
    file, and a later run only checks that the file exists with the right size.
-2. Each epoch, the clip plan is cut into chunks of `cfg.gpu_batch` requests; chunk k goes to
-   pipeline k % P, whose `file_list` holds one line `path id start start+T` per request, in plan
-   order. The reader returns exactly that window (frame numbers, no shuffling), so the GPU gives
-   the clip the plan asked for, like the CPU backend. Pipelines are rebuilt per epoch (~0.2 s).
+2. The clip plans of several consecutive epochs are cut into chunks of `cfg.gpu_batch` requests;
+   chunk k goes to pipeline k % P, whose `file_list` holds one line `path id start start+T` per
+   request, in plan order. The reader returns exactly that window (frame numbers, no shuffling),
+   so the GPU gives the clip the plan asked for, like the CPU backend. Starting 24 NVDEC
+   pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
+   built and set decoding in the background during the last epoch of the current one.
 3. Crop windows and flips come from the plan through an external source in each pipeline, and the
    shared `loader.augment.augment` runs on the GPU frames.
 
@@ -26,7 +28,8 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -86,10 +89,57 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-class GpuBackend:
-    """Backend protocol (loader.backend) on NVDEC: P concurrent readers.video pipelines."""
+class _Segment:
+    """Pipelines whose file lists hold the chunks of several consecutive epochs, in order."""
 
-    def __init__(self, cfg: LoaderConfig, dataset: Dataset) -> None:
+    def __init__(self, epochs: list[list[PlanBatch]], chunks: list[list[np.ndarray]],
+                 pipes: list[Any], depth: int) -> None:
+        self.epochs = epochs  # the planned batches of each epoch of the segment
+        self.chunks = chunks  # per epoch: its chunks (requests), in plan order
+        self.pipes = pipes
+        n_pipes = len(pipes)
+        total = sum(len(c) for c in chunks)
+        self.total = [len(range(p, total, n_pipes)) for p in range(n_pipes)]
+        self.scheduled = [min(depth, t) for t in self.total]  # queued when built
+        self.next = 0  # index of the next epoch to hand out
+        self.k = 0  # global index of the next chunk
+
+    def matches(self, batches: list[PlanBatch]) -> bool:
+        """Whether `batches` are exactly the next epoch this segment holds (requests compared)."""
+        if self.next >= len(self.epochs):
+            return False
+        ready = self.epochs[self.next]
+        return len(ready) == len(batches) and all(
+            np.array_equal(a.requests, b.requests) for a, b in zip(ready, batches, strict=True)
+        )
+
+    def take(self) -> Any:
+        """The next chunk's outputs; keeps that pipeline's prefetch queue full."""
+        p = self.k % len(self.pipes)
+        out = self.pipes[p].outputs()
+        if self.scheduled[p] < self.total[p]:
+            self.pipes[p].schedule_run()
+            self.scheduled[p] += 1
+        self.k += 1
+        return out
+
+
+class GpuBackend:
+    """Backend protocol (loader.backend) on NVDEC: P concurrent readers.video pipelines.
+
+    Creating NVDEC pipelines costs seconds, so they live across epochs: a segment's file lists
+    hold the plans of enough consecutive epochs for `cfg.gpu_segment_clips` clips (`planner(e)`
+    gives epoch e's batches), and the next segment is built and started in the background while
+    the current one serves its last epoch. A run() that does not continue the segment (another
+    epoch, an abandoned epoch) rebuilds from the requested epoch.
+    """
+
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        dataset: Dataset,
+        planner: Callable[[int], list[PlanBatch]] | None = None,
+    ) -> None:
         short = np.flatnonzero(dataset.n_frames < cfg.clip_len)
         if len(short):
             rec = dataset.records[int(short[0])]
@@ -100,36 +150,51 @@ class GpuBackend:
             )
         self.cfg = cfg
         self.dataset = dataset
+        self.planner = planner
         self.device_id = cfg.gpu_device()
         self.paths = stage_cache(dataset, cfg.cache_dir or default_cache_dir(), cfg.verify)
         self._tmp = tempfile.TemporaryDirectory(prefix="ucf3d-lists-")
-        self._pipes: list[Any] = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-prepare")
-        self._prepared: tuple[list[PlanBatch], Future] | None = None
-        self._lists = 0  # file-list name counter (current and prepared pipelines coexist)
+        self._lists = 0  # file-list name counter (current and next segments coexist)
+        self._segment: _Segment | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-segment")
+        self._next: Future | None = None  # the following segment, being built
 
-    # -- one epoch's pipelines -----------------------------------------------------------------
-    def _chunks(self, batches: list[PlanBatch]) -> list[tuple[int, np.ndarray]]:
-        """(batch position, requests) chunks of at most gpu_batch, in plan order."""
+    # -- building --------------------------------------------------------------------------------
+    def _chunks(self, batches: list[PlanBatch]) -> list[np.ndarray]:
+        """Requests cut into chunks of at most gpu_batch, batch by batch, in plan order."""
         b = self.cfg.gpu_batch
-        return [
-            (pos, batch.requests[s : s + b])
-            for pos, batch in enumerate(batches)
-            for s in range(0, len(batch), b)
-        ]
+        return [batch.requests[s : s + b] for batch in batches for s in range(0, len(batch), b)]
 
-    def _build(self, chunks: list[tuple[int, np.ndarray]]) -> list[Any]:
-        """Build one pipeline per file list and start each decoding its first iterations."""
+    def _segment_for(self, first_epoch: int, first: list[PlanBatch]) -> _Segment:
+        """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it."""
+        epochs = [first]
+        clips = sum(len(b) for b in first)
+        while self.planner is not None and clips < self.cfg.gpu_segment_clips:
+            more = self.planner(first_epoch + len(epochs))
+            epochs.append(more)
+            clips += sum(len(b) for b in more)
+        chunks = [self._chunks(e) for e in epochs]
+        t0 = time.perf_counter()
+        pipes, depth = self._build([c for e in chunks for c in e])
+        log.info(
+            "NVDEC segment: epochs %d-%d, %d clips, %d pipelines, built in %.2f s",
+            first_epoch, first_epoch + len(epochs) - 1, clips, len(pipes),
+            time.perf_counter() - t0,
+        )
+        return _Segment(epochs, chunks, pipes, depth)
+
+    def _build(self, chunks: list[np.ndarray]) -> tuple[list[Any], int]:
+        """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
         cfg, b = self.cfg, self.cfg.gpu_batch
         self._lists += 1
         n_pipes = min(cfg.gpu_pipelines, len(chunks))
         per_pipe: list[list[np.ndarray]] = [[] for _ in range(n_pipes)]
-        for k, (_, req) in enumerate(chunks):
-            frames = req["frames"]
-            if not (frames == req["start"][:, None] + np.arange(cfg.clip_len)).all():
+        for k, req in enumerate(chunks):
+            if not (req["frames"] == req["start"][:, None] + np.arange(cfg.clip_len)).all():
                 raise LoaderError("decode='gpu' needs contiguous windows (no loop padding)")
             pad = np.concatenate([req, np.repeat(req[-1:], b - len(req))])  # full reader batch
             per_pipe[k % n_pipes].append(pad)
+        depth = min(cfg.prefetch, min(len(r) for r in per_pipe))
         pipes = []
         for p, reqs in enumerate(per_pipe):
             flat = np.concatenate(reqs)
@@ -140,18 +205,18 @@ class GpuBackend:
                     for j, r in enumerate(flat)
                 )
             )
-            pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=len(reqs)))
+            pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=depth))
         with ThreadPoolExecutor(len(pipes)) as pool:  # builds open files: overlap them
             for future in [pool.submit(pipe.build) for pipe in pipes]:
                 future.result()
         for pipe in pipes:
             pipe.schedule_run()  # starts decoding now: fills the prefetch queue
-        return pipes
+        return pipes, depth
 
     def _pipeline(
         self, file_list: Path, chunks: Iterator[np.ndarray], seed: int, depth: int
     ) -> Any:
-        """One reader pipeline over `file_list`; `depth` chunks in all (never scheduled past)."""
+        """One reader pipeline over `file_list`; crop windows fed from the same chunks."""
         cfg = self.cfg
 
         def params() -> tuple[list[np.ndarray], ...]:
@@ -161,7 +226,7 @@ class GpuBackend:
             batch_size=cfg.gpu_batch,
             num_threads=cfg.gpu_threads,
             device_id=self.device_id,
-            prefetch_queue_depth=min(cfg.prefetch, depth),
+            prefetch_queue_depth=depth,
             seed=seed,
         )
         def graph():  # noqa: ANN202 - DALI graph definition
@@ -193,61 +258,51 @@ class GpuBackend:
         todo = list(batches)
         if not todo:
             return
-        chunks = self._chunks(todo)
-        self.close_pipes()
-        self._pipes = pipes = self._take_prepared(todo) or self._build(chunks)
-        n_pipes = len(pipes)
-        total = [len(range(p, len(chunks), n_pipes)) for p in range(n_pipes)]
-        scheduled = [min(self.cfg.prefetch, t) for t in total]  # queued by _build
-        outputs: list[Any] = []
-        for k, (pos, req) in enumerate(chunks):
-            p = k % n_pipes
-            try:  # DALI's scheduled API: outputs() then schedule_run() to keep the queue full
-                clips, _ids = pipes[p].outputs()
-                if scheduled[p] < total[p]:
-                    pipes[p].schedule_run()
-                    scheduled[p] += 1
-            except RuntimeError as e:
-                raise self._diagnose(e, req) from e
-            outputs.append(clips)
-            last = k + 1 == len(chunks) or chunks[k + 1][0] != pos
-            if last:
-                yield outputs, todo[pos]
+        seg = self._current(todo)
+        last = seg.next == len(seg.epochs) - 1
+        if last and self.planner is not None and self._next is None:  # build the next one now
+            start = todo[0].epoch + 1
+            self._next = self._pool.submit(self._segment_for, start, self.planner(start))
+        chunks = seg.chunks[seg.next]
+        seg.next += 1
+        done = False
+        try:
+            outputs: list[Any] = []
+            i = 0
+            for batch in todo:
+                for _ in range(0, len(batch), self.cfg.gpu_batch):
+                    try:
+                        clips, _ids = seg.take()
+                    except RuntimeError as e:
+                        raise self._diagnose(e, chunks[i]) from e
+                    outputs.append(clips)
+                    i += 1
+                yield outputs, batch
                 outputs = []
-        self.close_pipes()
+            done = True
+        finally:
+            if not done:  # abandoned or failed mid-epoch: the pipelines are out of step
+                self._segment = None
 
-    def prepare(self, batches: list[PlanBatch]) -> None:
-        """Build (in the background) the pipelines of the batches the next run() will get.
-
-        Hides the per-epoch rebuild and the pipelines' ramp-up behind the current epoch.
-        """
-        if self._prepared is not None:
-            self._prepared[1].cancel()
-        if batches:
-            self._prepared = (batches, self._pool.submit(self._build, self._chunks(batches)))
-
-    def _take_prepared(self, batches: list[PlanBatch]) -> list[Any] | None:
-        if self._prepared is None:
-            return None
-        ready, future = self._prepared
-        self._prepared = None
-        same = len(ready) == len(batches) and all(
-            a.epoch == b.epoch and np.array_equal(a.requests, b.requests)
-            for a, b in zip(ready, batches, strict=True)
-        )
-        if not same:
-            future.cancel()
-            return None
-        return future.result()
-
-    def close_pipes(self) -> None:
-        self._pipes = []
+    def _current(self, batches: list[PlanBatch]) -> _Segment:
+        """The segment holding `batches` as its next epoch: current, prepared, or new."""
+        if self._segment is not None and self._segment.matches(batches):
+            return self._segment
+        if self._next is not None:
+            seg = self._next.result()
+            self._next = None
+            if seg.matches(batches):
+                self._segment = seg
+                return seg
+        log.debug("building NVDEC pipelines from epoch %d", batches[0].epoch)
+        self._segment = self._segment_for(batches[0].epoch, batches)
+        return self._segment
 
     def close(self) -> None:
-        self.close_pipes()
-        if self._prepared is not None:
-            self._prepared[1].cancel()
-            self._prepared = None
+        self._segment = None
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
         self._pool.shutdown(wait=True)
         self._tmp.cleanup()
 
