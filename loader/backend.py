@@ -25,9 +25,9 @@ implement:
 ``close() -> None``
     Release pipelines, threads and files.
 
-``prepare(batches: list[PlanBatch]) -> None`` (optional)
-    Called by ``ClipLoader.raw_epoch`` once the first batch of an epoch is out, with the next
-    epoch's batches, so a backend can build its next pipelines in the background.
+A backend may take more at construction: ``GpuBackend(cfg, dataset, planner=ClipLoader.batches)``
+gets a planner (epoch -> PlanBatches) so that its NVDEC pipelines can hold several epochs' requests
+and build the next ones in the background (loader.gpu).
 
 The augmentation parameters of a batch come from ``loader.augment.param_feed(batch)`` (a tuple of
 per-sample arrays for the external sources that ``loader.augment.param_inputs`` creates): feed them
