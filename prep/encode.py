@@ -26,6 +26,8 @@ class Encoding:
     def __post_init__(self) -> None:
         if self.codec not in VIDEO_EXT:
             raise ValueError(f"unknown codec {self.codec!r}; choose from {', '.join(VIDEO_EXT)}")
+        if self.short_side % 2:
+            raise ValueError(f"--short-side must be even for yuv420p, got {self.short_side}")
         if self.crf is None:
             object.__setattr__(self, "crf", DEFAULT_CRF[self.codec])
 
