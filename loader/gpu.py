@@ -89,6 +89,34 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def file_lists(
+    chunks: list[np.ndarray], paths: list[Path], n_pipes: int, gpu_batch: int, clip_len: int
+) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Deal chunks round-robin to pipelines: (per pipeline its padded chunks, its file_list text).
+
+    Line j of a list is `path j start start+clip_len` (frame numbers, end exclusive) for the j-th
+    request the pipeline decodes; a chunk shorter than gpu_batch repeats its last request so that
+    every reader batch is whole (the repeats are dropped after decoding).
+    """
+    n_pipes = min(n_pipes, len(chunks))
+    per_pipe: list[list[np.ndarray]] = [[] for _ in range(n_pipes)]
+    for k, req in enumerate(chunks):
+        if not (req["frames"] == req["start"][:, None] + np.arange(clip_len)).all():
+            raise LoaderError("decode='gpu' needs contiguous windows (no loop padding)")
+        pad = np.concatenate([req, np.repeat(req[-1:], gpu_batch - len(req))])
+        per_pipe[k % n_pipes].append(pad)
+    texts = []
+    for reqs in per_pipe:
+        flat = np.concatenate(reqs)
+        texts.append(
+            "".join(
+                f"{paths[r['index']]} {j} {r['start']} {r['start'] + clip_len}\n"
+                for j, r in enumerate(flat)
+            )
+        )
+    return per_pipe, texts
+
+
 class _Segment:
     """Pipelines whose file lists hold the chunks of several consecutive epochs, in order."""
 
@@ -144,7 +172,8 @@ class GpuBackend:
         if len(short):
             rec = dataset.records[int(short[0])]
             raise LoaderError(
-                f"{dataset.shard_path(int(short[0]))}: sample {rec.key}: {rec.n_frames} frames, "
+                f"{dataset.shard_path(int(short[0]))}: sample {rec.key}: "
+                f"{dataset.n_frames[int(short[0])]} frames, "
                 f"fewer than one {cfg.clip_len}-frame clip; decode='gpu' needs whole windows "
                 "(use decode='cpu', which loop-pads)"
             )
@@ -185,26 +214,15 @@ class GpuBackend:
 
     def _build(self, chunks: list[np.ndarray]) -> tuple[list[Any], int]:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
-        cfg, b = self.cfg, self.cfg.gpu_batch
+        cfg = self.cfg
         self._lists += 1
-        n_pipes = min(cfg.gpu_pipelines, len(chunks))
-        per_pipe: list[list[np.ndarray]] = [[] for _ in range(n_pipes)]
-        for k, req in enumerate(chunks):
-            if not (req["frames"] == req["start"][:, None] + np.arange(cfg.clip_len)).all():
-                raise LoaderError("decode='gpu' needs contiguous windows (no loop padding)")
-            pad = np.concatenate([req, np.repeat(req[-1:], b - len(req))])  # full reader batch
-            per_pipe[k % n_pipes].append(pad)
+        per_pipe, texts = file_lists(chunks, self.paths, cfg.gpu_pipelines, cfg.gpu_batch,
+                                     cfg.clip_len)
         depth = min(cfg.prefetch, min(len(r) for r in per_pipe))
         pipes = []
-        for p, reqs in enumerate(per_pipe):
-            flat = np.concatenate(reqs)
+        for p, (reqs, text) in enumerate(zip(per_pipe, texts, strict=True)):
             lst = Path(self._tmp.name) / f"list{self._lists}-pipe{p}.txt"
-            lst.write_text(
-                "".join(
-                    f"{self.paths[r['index']]} {j} {r['start']} {r['start'] + cfg.clip_len}\n"
-                    for j, r in enumerate(flat)
-                )
-            )
+            lst.write_text(text)
             pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=depth))
         with ThreadPoolExecutor(len(pipes)) as pool:  # builds open files: overlap them
             for future in [pool.submit(pipe.build) for pipe in pipes]:
