@@ -1,4 +1,4 @@
-"""The on-disk contract between prep (writer) and loader (reader): files, components, dtypes, version.
+"""The on-disk contract between prep (writer) and loader (reader): files, components, version.
 
 README.md, section "On-disk format", describes the same thing for people; keep the two in step and
 bump FORMAT_VERSION on any incompatible change.
@@ -115,7 +115,7 @@ def summary_name(split: int) -> str:
 
 
 class FormatError(ValueError):
-    """A manifest, summary or shard does not follow this format; the message names file and place."""
+    """A manifest, summary or shard breaks this format; the message names the file and place."""
 
 
 @dataclass(frozen=True)

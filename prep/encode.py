@@ -20,7 +20,7 @@ class Encoding:
     codec: str = "vp9"  # "vp9" (DALI 2.4 decodes it on CPU and GPU) or "h264"
     short_side: int = 128
     fps: int = 25
-    gop: int = 16  # a keyframe every `gop` frames
+    gop: int = 8  # a keyframe every `gop` frames
     crf: int | None = None  # None: DEFAULT_CRF[codec]
 
     def __post_init__(self) -> None:

@@ -38,7 +38,7 @@ class ExtractConfig:
     codec: str = "vp9"  # "vp9" (DALI decodes it on CPU and GPU) or "h264"
     short_side: int = 128
     fps: int = 25
-    gop: int = 16
+    gop: int = 8  # keyframe interval: NVDEC throughput, see docs/BENCHMARKS.md (GPU loader)
     crf: int | None = None  # None: the codec's default (prep.encode.DEFAULT_CRF)
     jobs: int = 0  # 0: all cores
     strict: bool = False

@@ -6,7 +6,7 @@ Fixtures other areas may use (all session-scoped, all built with the project's o
   are named `v_Pushleft_*`, UCF's HandstandPushups quirk) x 22 groups x 1 clip of ~1 s (20-32
   frames, 320x240 xvid). Groups 1-7 / 8-14 / 15-21 are tested in splits 1 / 2 / 3, group 22 never.
   Videos in `synth_root / "UCF-101"`, lists in `synth_root / "ucfTrainTestlist"`.
-- `work_dir` -> Path: `ucf3d extract` of it (VP9, short side 128 -> 170x128, GOP 16).
+- `work_dir` -> Path: `ucf3d extract` of it (VP9, short side 128 -> 170x128, GOP 8).
 - `prepared` -> Prepared: `ucf3d shard --split 1` of it: `.shards`, `.manifests`, `.work`,
   `.split` (1), `.train_manifest`, `.test_manifest`, `.summary` (paths). Split 1 has 45 train and 21
   test videos (15 / 7 per class) in 7 shards of <= 200 kB (4 families: fam-t0/t1/t2/t3).

@@ -52,10 +52,10 @@ def test_records_exact(synth_root: Path, work_dir: Path) -> None:
         assert hashlib.sha256(video.read_bytes()).hexdigest() == rec["sha256"]
         src = synth_root / "UCF-101" / entry.relpath
         assert rec["src_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-        assert (rec["width"], rec["height"], rec["fps"], rec["gop"]) == (170, 128, 25, 16)
+        assert (rec["width"], rec["height"], rec["fps"], rec["gop"]) == (170, 128, 25, 8)
         n, keys = _decode_count(video)
         assert rec["n_frames"] == n == count_frames(video)  # independent decodes agree exactly
-        assert keys == list(range(0, n, 16))  # a keyframe every 16 frames, and only there
+        assert keys == list(range(0, n, 8))  # a keyframe every 8 frames, and only there
         with av.open(str(src)) as c:  # 25 fps in, 25 fps out: one output frame per source frame
             assert n == sum(1 for _ in c.decode(video=0))
     pushleft = [r for r in index if r["class"] == "PushLeft"]
@@ -200,4 +200,4 @@ def test_h264_option(bad_world: tuple[Path, Path], tmp_path: Path) -> None:
         assert video.suffix == ".mp4" and rec["codec"] == "h264"
         n, keys = _decode_count(video)
         assert rec["n_frames"] == n == count_frames(video)
-        assert keys == list(range(0, n, 16))
+        assert keys == list(range(0, n, 8))
