@@ -49,6 +49,9 @@ class LoaderConfig:
     # resize antialiasing only matters when shrinking (scale-1 crops, eval 128 -> 112: factor
     # 0.875, where it barely changes pixels); off is ~20 % faster on the CPU (docs/BENCHMARKS.md)
     antialias: bool = False
+    # CPU path: feed DALI only the WebM clusters (GOPs) a clip needs; its in-memory decoder
+    # otherwise decodes from frame 0 (loader/webm.py, docs/BENCHMARKS.md)
+    trim: bool = True
     cache_dir: Path | None = None  # GPU path: local verified file cache
     gpu_pipelines: int = 24  # GPU path: concurrent readers.video pipelines (NVDEC needs many)
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)

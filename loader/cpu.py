@@ -21,6 +21,7 @@ from .augment import augment, param_feed
 from .backend import PlanBatch
 from .config import LoaderConfig
 from .source import Dataset, LoaderError, ShardReader
+from .webm import ClusterIndex, index_webm, trim
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class CpuBackend:
         self._pipe: Any = None
         self._probe: Any = None
         self._clean = False
+        self._webm: dict[int, ClusterIndex | None] = {}  # per video, built on first use
 
     # -- DALI side -----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -68,9 +70,27 @@ class CpuBackend:
         """Batch source: the next PlanBatch's encoded videos, frame indices and crop params."""
         batch = next(self._batches)  # StopIteration ends the epoch for DALI
         req = batch.requests
-        encoded = [self.reader.read(int(i)) for i in req["index"]]
+        encoded, frames = [], []
+        for i, fr in zip(req["index"].tolist(), req["frames"], strict=True):
+            data, fr = self._clip_stream(i, np.asarray(fr, np.int32))
+            encoded.append(data)
+            frames.append(fr)
         self._pending.append(batch)
-        return (encoded, list(np.ascontiguousarray(req["frames"], np.int32)), *param_feed(req))
+        return (encoded, frames, *param_feed(req))
+
+    def _clip_stream(self, i: int, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bytes to decode for one request and the frame indices within them."""
+        data = self.reader.read(i)
+        contiguous = frames[-1] - frames[0] == len(frames) - 1  # not wrapped by loop padding
+        if not (self.cfg.trim and contiguous and self.dataset.records[i].ext == "webm"):
+            return data, frames
+        if i not in self._webm:
+            self._webm[i] = index_webm(data.tobytes())
+        idx = self._webm[i]
+        cut = trim(data, idx, int(frames[0]), int(frames[-1])) if idx is not None else None
+        if cut is None:
+            return data, frames
+        return cut[0], frames - np.int32(cut[1])
 
     # -- Backend protocol -------------------------------------------------------------------------
     def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:

@@ -189,3 +189,19 @@ def test_abandoned_epoch_then_full_epoch(world: dict) -> None:
         next(it)
         it.close()  # e.g. a benchmark stops mid-epoch
         assert sum(len(b.keys) for b in loader.epoch(1)) == len(world["records"])
+
+
+def test_trimmed_streams_give_the_same_clips(world: dict) -> None:
+    """The CPU backend hands DALI only the needed WebM clusters; the clips must not change."""
+    from loader.webm import index_webm
+
+    data = (world["shards"] / world["records"][-1].shard).read_bytes()
+    rec = world["records"][-1]
+    idx = index_webm(data[rec.offset : rec.offset + rec.size])
+    assert idx is not None and idx.n_frames == rec.n_frames and len(idx.offsets) > 1
+    assert index_webm(b"not a webm at all") is None
+    clips = {}
+    for trim in (True, False):
+        with make(world, trim=trim, seed=11, mode="video", subset="test") as loader:
+            clips[trim] = np.concatenate([b.clips.numpy() for b in loader.epoch(0)])
+    assert np.array_equal(clips[True], clips[False])
