@@ -64,12 +64,14 @@ def test_cli_train_resume_eval_export_predict(prepared, tmp_path: Path) -> None:
     run = tmp_path / "run"
     runner = CliRunner()
     args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "1",
-            "--max-steps", "2", "--max-val-steps", "1", "--threads", "2",
+            "--max-steps", "2", "--max-val-steps", "1", "--threads", "2", "--start-align", "8",
             "--manifests", str(prepared.manifests), "--shards", str(prepared.shards),
             "--run-dir", str(run)]  # fmt: skip
     res = runner.invoke(cli.main, args)
     assert res.exit_code == 0, res.output
     assert "trained tiny to epoch 1" in res.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["loader_options"] == {"start_align": 8}  # reaches the loader, kept on resume
     res = runner.invoke(cli.main, ["train", "--resume", "--run-dir", str(run), "--epochs", "2"])
     assert res.exit_code == 0, res.output
     assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [
