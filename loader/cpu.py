@@ -84,8 +84,10 @@ class CpuBackend:
         contiguous = frames[-1] - frames[0] == len(frames) - 1  # not wrapped by loop padding
         if not (self.cfg.trim and contiguous and self.dataset.records[i].ext == "webm"):
             return data, frames
-        if i not in self._webm:
-            self._webm[i] = index_webm(data.tobytes())
+        if i not in self._webm:  # trust the cluster walk only if it counts the manifest's frames
+            idx = index_webm(data.tobytes())
+            ok = idx is not None and idx.n_frames == self.dataset.records[i].n_frames
+            self._webm[i] = idx if ok else None
         idx = self._webm[i]
         cut = trim(data, idx, int(frames[0]), int(frames[-1])) if idx is not None else None
         if cut is None:
