@@ -205,3 +205,35 @@ def test_trimmed_streams_give_the_same_clips(world: dict) -> None:
         with make(world, trim=trim, seed=11, mode="video", subset="test") as loader:
             clips[trim] = np.concatenate([b.clips.numpy() for b in loader.epoch(0)])
     assert np.array_equal(clips[True], clips[False])
+
+
+def test_cli_bench_loader(world: dict) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+
+    args = [
+        "bench",
+        "loader",
+        "--split",
+        "1",
+        "--manifests",
+        str(world["manifests"]),
+        "--batch-size",
+        "4",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["baseline"] == "ours" and out["decode"] == "cpu" and out["clips_per_s"] > 0
+    assert {"frames_per_s", "cpu_cores_used", "clips_per_cpu_s", "threads"} <= set(out)
+    res = CliRunner().invoke(main, [*args, "--baseline", "jpeg"])
+    assert res.exit_code == 2 and "--videos" in res.output
