@@ -120,8 +120,13 @@ def file_lists(
 class _Segment:
     """Pipelines whose file lists hold the chunks of several consecutive epochs, in order."""
 
-    def __init__(self, epochs: list[list[PlanBatch]], chunks: list[list[np.ndarray]],
-                 pipes: list[Any], depth: int) -> None:
+    def __init__(
+        self,
+        epochs: list[list[PlanBatch]],
+        chunks: list[list[np.ndarray]],
+        pipes: list[Any],
+        depth: int,
+    ) -> None:
         self.epochs = epochs  # the planned batches of each epoch of the segment
         self.chunks = chunks  # per epoch: its chunks (requests), in plan order
         self.pipes = pipes
@@ -207,7 +212,10 @@ class GpuBackend:
         pipes, depth = self._build([c for e in chunks for c in e])
         log.info(
             "NVDEC segment: epochs %d-%d, %d clips, %d pipelines, built in %.2f s",
-            first_epoch, first_epoch + len(epochs) - 1, clips, len(pipes),
+            first_epoch,
+            first_epoch + len(epochs) - 1,
+            clips,
+            len(pipes),
             time.perf_counter() - t0,
         )
         return _Segment(epochs, chunks, pipes, depth)
@@ -216,8 +224,9 @@ class GpuBackend:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
         cfg = self.cfg
         self._lists += 1
-        per_pipe, texts = file_lists(chunks, self.paths, cfg.gpu_pipelines, cfg.gpu_batch,
-                                     cfg.clip_len)
+        per_pipe, texts = file_lists(
+            chunks, self.paths, cfg.gpu_pipelines, cfg.gpu_batch, cfg.clip_len
+        )
         depth = min(cfg.prefetch, min(len(r) for r in per_pipe))
         pipes = []
         for p, (reqs, text) in enumerate(zip(per_pipe, texts, strict=True)):
@@ -259,7 +268,9 @@ class GpuBackend:
                 name="video",
             )  # (T, H, W, 3) uint8 on the GPU
             roi_start, roi_end, flip = fn.external_source(
-                source=params, num_outputs=3, batch=True,
+                source=params,
+                num_outputs=3,
+                batch=True,
                 dtype=[types.FLOAT, types.FLOAT, types.INT32],
             )
             return augment(frames, (roi_start, roi_end, flip), cfg), _ids
