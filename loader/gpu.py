@@ -13,7 +13,7 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    request, in plan order. The reader returns exactly that window (frame numbers, no shuffling),
    so the GPU gives the clip the plan asked for, like the CPU backend. Starting 24 NVDEC
    pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
-   built and set decoding in the background during the last epoch of the current one.
+   built and set decoding in the background while the current one runs.
 3. Crop windows and flips come from the plan through an external source in each pipeline, and the
    shared `loader.augment.augment` runs on the GPU frames.
 
@@ -126,7 +126,9 @@ class _Segment:
         chunks: list[list[np.ndarray]],
         pipes: list[Any],
         depth: int,
+        batch: int,
     ) -> None:
+        self.batch = batch  # reader batch (every chunk is padded to it)
         self.epochs = epochs  # the planned batches of each epoch of the segment
         self.chunks = chunks  # per epoch: its chunks (requests), in plan order
         self.pipes = pipes
@@ -147,14 +149,22 @@ class _Segment:
         )
 
     def take(self) -> Any:
-        """The next chunk's outputs; keeps that pipeline's prefetch queue full."""
-        p = self.k % len(self.pipes)
-        out = self.pipes[p].outputs()
+        """The next chunk's clips; checks they are the planned lines, keeps the queue full."""
+        p, n_pipes = self.k % len(self.pipes), len(self.pipes)
+        clips, ids = self.pipes[p].outputs()
+        line = (self.k // n_pipes) * self.batch  # first file-list line of this chunk
+        ids = ids.as_cpu() if hasattr(ids, "as_cpu") else ids
+        got = np.asarray(ids.as_array()).reshape(-1)
+        if not np.array_equal(got, np.arange(line, line + self.batch)):
+            raise LoaderError(
+                f"NVDEC pipeline {p} returned file-list lines {got.tolist()} where lines "
+                f"{line}..{line + self.batch - 1} were due: clips out of plan order"
+            )
         if self.scheduled[p] < self.total[p]:
             self.pipes[p].schedule_run()
             self.scheduled[p] += 1
         self.k += 1
-        return out
+        return clips
 
 
 class GpuBackend:
@@ -163,7 +173,7 @@ class GpuBackend:
     Creating NVDEC pipelines costs seconds, so they live across epochs: a segment's file lists
     hold the plans of enough consecutive epochs for `cfg.gpu_segment_clips` clips (`planner(e)`
     gives epoch e's batches), and the next segment is built and started in the background while
-    the current one serves its last epoch. A run() that does not continue the segment (another
+    the current one runs. A run() that does not continue the segment (another
     epoch, an abandoned epoch) rebuilds from the requested epoch.
     """
 
@@ -218,7 +228,7 @@ class GpuBackend:
             len(pipes),
             time.perf_counter() - t0,
         )
-        return _Segment(epochs, chunks, pipes, depth)
+        return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch)
 
     def _build(self, chunks: list[np.ndarray]) -> tuple[list[Any], int]:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
@@ -288,9 +298,9 @@ class GpuBackend:
         if not todo:
             return
         seg = self._current(todo)
-        last = seg.next == len(seg.epochs) - 1
-        if last and self.planner is not None and self._next is None:  # build the next one now
-            start = todo[0].epoch + 1
+        if seg.next == 0 and self.planner is not None and self._next is None:
+            # build the following segment while this one runs: it takes ~1.5 s, a short epoch less
+            start = todo[0].epoch + len(seg.epochs)
             self._next = self._pool.submit(self._segment_for, start, self.planner(start))
         chunks = seg.chunks[seg.next]
         seg.next += 1
@@ -301,7 +311,9 @@ class GpuBackend:
             for batch in todo:
                 for _ in range(0, len(batch), self.cfg.gpu_batch):
                     try:
-                        clips, _ids = seg.take()
+                        clips = seg.take()
+                    except LoaderError:
+                        raise
                     except RuntimeError as e:
                         raise self._diagnose(e, chunks[i]) from e
                     outputs.append(clips)
