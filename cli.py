@@ -444,5 +444,43 @@ def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
 # ==== demo and report ========================================================================
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
+              show_default=True, help="Folder for everything the demo writes (re-run to resume).")
+@click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the demo's).")
+@click.option("--threads", type=click.IntRange(1), help="Loader decode threads (default: all).")
+@library_errors
+def demo(out: Path, epochs: int | None, threads: int | None) -> None:
+    """The whole pipeline on a synthetic UCF-101 on this CPU: synth, extract, shard (split 1),
+    train, eval, report (about 10 minutes on 2 cores)."""
+    from demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=out, threads=threads)
+    if epochs is not None:  # keep the schedule's shape: milestones scale with the epochs
+        cfg = cfg.with_epochs(epochs)
+    click.echo("ucf3d demo, CPU settings chosen for you:")
+    for line in cfg.settings():
+        click.echo(f"  {line}")
+    r = run_demo(cfg, progress=progress_bar)
+    click.echo(f"demo: clip top-1 {r.clip_top1:.1%}, video top-1 {r.video_top1:.1%} on the "
+               f"held-out test groups in {sum(r.seconds.values()):.0f} s "
+               f"({', '.join(f'{k} {v:.0f} s' for k, v in r.seconds.items())})")
+    for name, path in (("videos", r.synth), ("shards", r.shards), ("manifests", r.manifests),
+                       ("checkpoints", r.run_dir), ("report", r.report)):
+        click.echo(f"  {name + ':':12} {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--eval-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="An eval folder (default: RUN_DIR/eval-last, else eval-best, else the newest).")
+@library_errors
+def report(run_dir: Path, eval_dir: Path | None) -> None:
+    """Rebuild RUN_DIR's report: curves.png, confusion matrix and report.md."""
+    from train.report import build_report
+
+    click.echo(f"report: {build_report(run_dir, eval_dir)}")
+
+
 if __name__ == "__main__":
     main()
