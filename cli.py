@@ -464,7 +464,8 @@ def demo(out: Path, epochs: int | None, threads: int | None) -> None:
     r = run_demo(cfg, progress=progress_bar)
     click.echo(f"demo: clip top-1 {r.clip_top1:.1%}, video top-1 {r.video_top1:.1%} on the "
                f"held-out test groups in {sum(r.seconds.values()):.0f} s "
-               f"({', '.join(f'{k} {v:.0f} s' for k, v in r.seconds.items())})")
+               f"({', '.join(f'{k} {v:.0f} s' for k, v in r.seconds.items())})"
+               + (f"; found done: {', '.join(r.skipped)}" if r.skipped else ""))
     for name, path in (("videos", r.synth), ("shards", r.shards), ("manifests", r.manifests),
                        ("checkpoints", r.run_dir), ("report", r.report)):
         click.echo(f"  {name + ':':12} {path}")

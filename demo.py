@@ -28,7 +28,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEMO_JSON = "demo.json"
-STAGES = ("synth", "extract", "shard", "train", "eval", "report")
 # Settings that do not change what the demo computes (may differ on a re-run into the same folder).
 RUNTIME_FIELDS = ("out", "threads", "jobs")
 
@@ -178,14 +177,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFactory | None = None) -> DemoRe
 
     progress: given a stage name, returns that stage's progress callback (or None).
     """
-    from prep.extract import ExtractConfig, extract
-    from prep.shard import ShardConfig, shard
-    from prep.synth import SynthConfig, synth
-    from train import evaluate_checkpoint, fit
     from train.report import build_report
-
-    def bar(stage: str) -> Callable[..., None] | None:
-        return progress(stage) if progress is not None else None
 
     _check_out(cfg)
     out = cfg.out
@@ -200,66 +192,89 @@ def run_demo(cfg: DemoConfig, progress: ProgressFactory | None = None) -> DemoRe
     skipped: list[str] = []
     record: dict[str, Any] = {"seconds": seconds, "skipped": skipped}
     _write_record(cfg, record)
-
-    def stage(i: int, name: str, what: str) -> float:
-        log.info("==== [%d/%d] %s: %s", i, len(STAGES), name, what)
-        return time.perf_counter()
-
-    def done(name: str, t0: float, skip: bool = False) -> None:
+    stages: list[tuple[str, str, Callable[[], bool]]] = [
+        ("synth", f"{cfg.classes} classes x {cfg.groups} groups -> {synth_dir}",
+         lambda: _synth(cfg, synth_dir, _bar(progress, "synth"))),
+        ("extract", f"VP9 at short side {cfg.short_side} -> {work}",
+         lambda: _extract(cfg, synth_dir, work, _bar(progress, "extract"))),
+        ("shard", f"split 1 -> {shards}, {manifests}",
+         lambda: _shard(work, shards, manifests, _bar(progress, "shard"))),
+        ("train", f"{cfg.model} for {cfg.epochs} epochs -> {run_dir}",
+         lambda: _train(tcfg, ckpt)),
+        ("eval", f"{ckpt.name} on the test groups, clip and video mode -> {eval_dir}",
+         lambda: _eval(ckpt, eval_dir, _bar(progress, "eval"))),
+        ("report", f"-> {run_dir / 'report.md'}",
+         lambda: build_report(run_dir, eval_dir) is None),  # always rebuilt
+    ]  # fmt: skip
+    for i, (name, what, run) in enumerate(stages, 1):
+        log.info("==== [%d/%d] %s: %s", i, len(stages), name, what)
+        t0 = time.perf_counter()
+        found = run()
         seconds[name] = round(time.perf_counter() - t0, 1)
-        if skip:
-            skipped.append(name)
-        log.info("==== %s %s in %.1f s", name, "found done" if skip else "done", seconds[name])
+        skipped.extend([name] if found else [])
+        log.info("==== %s %s in %.1f s", name, "found done" if found else "done", seconds[name])
         _write_record(cfg, record)
-
-    t0 = stage(1, "synth", f"{cfg.classes} classes x {cfg.groups} groups -> {synth_dir}")
-    marker = synth_dir / "synth.json"  # written last: the synthetic set is complete
-    had_synth = marker.is_file()
-    if not had_synth:
-        res = synth(SynthConfig(synth_dir, cfg.classes, cfg.groups, cfg.clips, cfg.seconds,
-                                cfg.data_seed, cfg.jobs), bar("synth"))  # fmt: skip
-        marker.write_text(json.dumps(res) + "\n", encoding="utf-8")
-    done("synth", t0, skip=had_synth)
-
-    t0 = stage(2, "extract", f"VP9 at short side {cfg.short_side} -> {work}")
-    ex = extract(ExtractConfig(synth_dir / "UCF-101", synth_dir / "ucfTrainTestlist", work,
-                               short_side=cfg.short_side, gop=cfg.gop, jobs=cfg.jobs),
-                 bar("extract"))  # fmt: skip
-    done("extract", t0, skip=ex.encoded == 0)
-
-    t0 = stage(3, "shard", f"split 1 -> {shards}, {manifests}")
-    sh = shard(ShardConfig(work, 1, shards, manifests), bar("shard"))
-    done("shard", t0, skip=sh["written"] == 0)
-
-    t0 = stage(4, "train", f"{cfg.model} for {cfg.epochs} epochs -> {run_dir}")
-    finished = _epochs_done(run_dir) >= cfg.epochs and ckpt.is_file()
-    if not finished:
-        fit(tcfg, resume=ckpt.is_file())
-    done("train", t0, skip=finished)
-
-    t0 = stage(5, "eval", f"{ckpt.name} on the test groups, clip and video mode -> {eval_dir}")
-    fresh = (eval_dir / "eval.json").is_file() and (
-        (eval_dir / "eval.json").stat().st_mtime > ckpt.stat().st_mtime
-    )
-    if fresh:
-        ev = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
-    else:
-        ev = evaluate_checkpoint(ckpt, modes=("clip", "video"), out_dir=eval_dir,
-                                 progress=bar("eval"))  # fmt: skip
-    done("eval", t0, skip=fresh)
-
-    t0 = stage(6, "report", f"-> {run_dir / 'report.md'}")
-    report = build_report(run_dir, eval_dir)
-    done("report", t0)
-
+    ev = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
     record.update(clip_top1=ev["clip_top1"], video_top1=ev["video_top1"],
                   video_top1_clip_mode=ev["modes"]["clip"]["video_top1"],
                   total_s=round(sum(seconds.values()), 1), run_dir=str(run_dir))  # fmt: skip
     _write_record(cfg, record)
     return DemoResult(
-        out, synth_dir, work, shards, manifests, run_dir, ckpt, eval_dir, report,
+        out, synth_dir, work, shards, manifests, run_dir, ckpt, eval_dir, run_dir / "report.md",
         ev["clip_top1"], ev["video_top1"], dict(seconds), tuple(skipped),
     )  # fmt: skip
+
+
+def _bar(progress: ProgressFactory | None, stage: str) -> Callable[..., None] | None:
+    return progress(stage) if progress is not None else None
+
+
+# Each stage returns True when it found its work done by an earlier run.
+
+
+def _synth(cfg: DemoConfig, synth_dir: Path, bar: Callable[..., None] | None) -> bool:
+    from prep.synth import SynthConfig, synth
+
+    marker = synth_dir / "synth.json"  # written last: the synthetic set is complete
+    if marker.is_file():
+        return True
+    scfg = SynthConfig(synth_dir, cfg.classes, cfg.groups, cfg.clips, cfg.seconds, cfg.data_seed,
+                       cfg.jobs)  # fmt: skip
+    marker.write_text(json.dumps(synth(scfg, bar)) + "\n", encoding="utf-8")
+    return False
+
+
+def _extract(cfg: DemoConfig, synth_dir: Path, work: Path, bar: Callable[..., None] | None) -> bool:
+    from prep.extract import ExtractConfig, extract
+
+    ecfg = ExtractConfig(synth_dir / "UCF-101", synth_dir / "ucfTrainTestlist", work,
+                         short_side=cfg.short_side, gop=cfg.gop, jobs=cfg.jobs)  # fmt: skip
+    return extract(ecfg, bar).encoded == 0
+
+
+def _shard(work: Path, shards: Path, manifests: Path, bar: Callable[..., None] | None) -> bool:
+    from prep.shard import ShardConfig, shard
+
+    return shard(ShardConfig(work, 1, shards, manifests), bar)["written"] == 0
+
+
+def _train(tcfg: Any, ckpt: Path) -> bool:
+    from train import fit
+
+    if _epochs_done(tcfg.run_dir) >= tcfg.epochs and ckpt.is_file():
+        return True
+    fit(tcfg, resume=ckpt.is_file())  # resume: an interrupted demo continues from last.pdckpt
+    return False
+
+
+def _eval(ckpt: Path, eval_dir: Path, bar: Callable[..., None] | None) -> bool:
+    from train import evaluate_checkpoint
+
+    done = eval_dir / "eval.json"
+    if done.is_file() and done.stat().st_mtime > ckpt.stat().st_mtime:
+        return True
+    evaluate_checkpoint(ckpt, modes=("clip", "video"), out_dir=eval_dir, progress=bar)
+    return False
 
 
 def _epochs_done(run_dir: Path) -> int:
