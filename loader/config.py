@@ -42,6 +42,7 @@ class LoaderConfig:
     world_size: int | None = None  # None: PADDLE_TRAINERS_NUM (default 1)
     start_align: int = 1  # train: random starts are multiples of this (keyframe-aligned for GPU)
     scales: tuple[float, ...] = HARA_SCALES
+    flip: bool = True  # train: Hara's random horizontal flip (off for left/right-sensitive classes)
     clips_per_video: int = 3  # clip mode
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth

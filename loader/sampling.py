@@ -96,7 +96,7 @@ def train_plan(
     u = rng.random(total)
     scale_idx = rng.integers(0, len(cfg.scales), total)
     corner = rng.integers(0, len(CORNERS), total)
-    flip = rng.integers(0, 2, total)
+    flip = rng.integers(0, 2, total) * int(cfg.flip)  # the same draws either way
     n = n_frames[order]
     slots = np.maximum(n - clip_len, 0) // cfg.start_align + 1  # allowed aligned starts
     start = np.minimum((u * slots).astype(np.int64), slots - 1) * cfg.start_align

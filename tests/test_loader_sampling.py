@@ -55,6 +55,16 @@ def test_train_plan_seeded_per_epoch() -> None:
     assert len(positions) == len(N)
 
 
+def test_flip_switch_changes_nothing_else() -> None:
+    many = np.full(200, 40)
+    h, w = np.full(200, 128), np.full(200, 170)
+    on = epoch_plan(cfg(seed=4), many, h, w, 0)
+    off = epoch_plan(cfg(seed=4, flip=False), many, h, w, 0)
+    assert 50 < on["flip"].sum() < 150 and off["flip"].sum() == 0
+    for field in ("index", "start", "scale", "corner", "roi"):
+        assert np.array_equal(on[field], off[field])
+
+
 def test_start_align_quantises_starts() -> None:
     plan = epoch_plan(cfg(start_align=8), N, H, W, 0)
     long = N[plan["index"]] >= 16
