@@ -452,7 +452,7 @@ def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
 @library_errors
 def demo(out: Path, epochs: int | None, threads: int | None) -> None:
     """The whole pipeline on a synthetic UCF-101 on this CPU: synth, extract, shard (split 1),
-    train, eval, report (about 7 minutes on 2 cores)."""
+    train, eval, report (about 10 minutes on 2 cores)."""
     from demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, threads=threads)

@@ -26,8 +26,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.xfail(
-    reason="not yet: the tiny net stays at chance on the synthetic set within a CPU budget, and "
-    "the loader mirrors MoveLeft into MoveRight (docs/DEMO.md)",
+    reason="not yet: the tiny net stays at chance on the synthetic set within a CPU test budget "
+    "(docs/DEMO.md)",
     strict=False,
 )
 def test_demo_learns(demo_run) -> None:
