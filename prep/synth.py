@@ -26,6 +26,7 @@ from prep.ffmpeg import run_ffmpeg
 log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT, FPS = 320, 240, 25
+PACE = 2.0  # every motion runs this many times faster than its table rate: clear at 64 px
 MIN_FRAMES = 20  # every generated clip holds at least one 16-frame clip with room to spare
 N_SPLITS, GROUPS_PER_SPLIT = 3, 7
 
@@ -144,13 +145,20 @@ def video_name(motion: Motion, group: int, clip: int) -> str:
     return f"v_{motion.file_name or motion.name}_g{group:02d}_c{clip:02d}.avi"
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    cells: int,
+    contrast: float = 60.0,
+    base: np.ndarray | None = None,
+) -> np.ndarray:
     """A blocky colour texture with fine grain, (h, w, 3) float32 in 0..255."""
-    base = rng.uniform(0, 255, size=3)
-    coarse = rng.normal(0, 60, size=(cells, cells, 3)) + base
+    base = rng.uniform(0, 255, size=3) if base is None else base
+    coarse = rng.normal(0, contrast, size=(cells, cells, 3)) + base
     ys = np.arange(h) * cells // h
     xs = np.arange(w) * cells // w
-    tex = coarse[ys][:, xs] + rng.normal(0, 12, size=(h, w, 3))
+    tex = coarse[ys][:, xs] + rng.normal(0, contrast / 5, size=(h, w, 3))
     return np.clip(tex, 0, 255).astype(np.float32)
 
 
@@ -169,14 +177,17 @@ class _Job:
 def render(job: _Job) -> np.ndarray:
     """All frames of one clip, (T, H, W, 3) uint8 RGB."""
     scene = np.random.default_rng([job.seed, 1, job.group])  # shared by all classes of a group
-    background = _texture(scene, HEIGHT, WIDTH, cells=int(scene.integers(6, 16)))
-    size = int(scene.integers(48, 80))
-    obj = _texture(scene, size, size, cells=int(scene.integers(3, 7)))
+    # figure and ground: a muted background, and an object of full contrast around the
+    # background's complementary colour, so the motion (the only class cue) is easy to see
+    background = _texture(scene, HEIGHT, WIDTH, cells=int(scene.integers(6, 16)), contrast=20.0)
+    size = int(scene.integers(96, 128))
+    complement = 255.0 - background.mean(axis=(0, 1))
+    obj = _texture(scene, size, size, cells=int(scene.integers(3, 7)), base=complement)
     rng = np.random.default_rng([job.seed, 2, job.group, job.clip, job.class_index])
     m = job.motion
-    x0, y0 = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)
+    x0, y0 = rng.uniform(0.25, 0.75) * WIDTH, rng.uniform(0.25, 0.75) * HEIGHT  # in the crop
     angle0, phase = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)
-    jitter = rng.uniform(0.85, 1.15)  # speeds vary a little per clip
+    jitter = PACE * rng.uniform(0.85, 1.15)  # speeds vary a little per clip
     # sensor noise: a small bank of noisy backgrounds cycled over time (cheaper than fresh draws)
     noise = rng.integers(-3, 4, size=(7, HEIGHT, WIDTH, 1), dtype=np.int16)
     bank = np.clip(background.astype(np.int16) + noise, 0, 255).astype(np.uint8)
