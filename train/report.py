@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from train.report_plots import save_figure
 from train.rundir import CONFIG_JSON, METRICS_JSONL
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,7 @@ def plot_curves(metrics: list[dict[str, Any]], path: Path, title: str = "") -> P
     axes[1].set_ylim(0, 1)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def confusion_png(eval_dir: Path, result: dict[str, Any], mode: str) -> Path | None:

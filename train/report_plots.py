@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,13 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or f"confusion matrix ({int(cm.sum())} videos, {k} classes)")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write atomically (tmp + rename: never a half-written PNG) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
