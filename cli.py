@@ -218,63 +218,141 @@ def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes:
     """extract+shard vs. per-frame JPEGs (the original code's route); prints one JSON line."""
     import json
 
-    from prep.bench import BenchPrepConfig
-    from prep.bench import bench_prep as run
+    from bench.prep import BenchPrepConfig
+    from bench.prep import bench_prep as run
 
     cfg = BenchPrepConfig(scratch, videos, splits, classes, groups, 1, seconds, jobs, codec,
                           repeats=repeats, crf=crf, ffmpeg=ffmpeg)
     click.echo(json.dumps(run(cfg)))
 
 
-# ==== loader commands (bench loader) ==========================================================
+# ==== benchmark commands (bench loader, bench feed, bench footage) ============================
 
 
-@bench.command("loader")
-@click.option("--split", type=click.IntRange(1, 3), required=True)
-@click.option("--decode", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--baseline", type=click.Choice(["ours", "jpeg", "pyav"]), default="ours",
-              show_default=True, help="jpeg/pyav: Hara-style JPEG frames or PyAV on the AVIs.")
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--seconds", type=click.FloatRange(1), default=20.0, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0), default=5.0, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="DALI threads (ours) or worker processes (baselines); default: all cores.")
-@click.option("--manifests", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=Path("manifests"), show_default=True)
-@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Default: the split summary's shards_dir.")
-@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Source UCF-101/ (<Class>/<key>.avi): needed by the baselines.")
-@click.option("--start-align", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True)
-@click.option("--pipelines", type=click.IntRange(1), default=24, show_default=True,
-              help="GPU: concurrent NVDEC pipelines.")
-@click.option("--gpu-batch", type=click.IntRange(1), default=16, show_default=True,
-              help="GPU: clips per pipeline iteration.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="GPU: local video cache (default $UCF3D_CACHE or ~/.cache/ucf3d/videos).")
-@library_errors
-def bench_loader(split: int, decode: str, baseline: str, batch_size: int, seconds: float,
-                 warmup: float, threads: int | None, manifests: Path, shards: Path | None,
-                 videos: Path | None, start_align: int, dtype: str, pipelines: int,
-                 gpu_batch: int, cache: Path | None) -> None:
-    """Training-loader throughput (full Hara augmentation) after a warm-up; one JSON line."""
-    import json
+def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What `bench loader` and `bench feed` load, and how (LoaderConfig fields)."""
+    options = [
+        click.option("--split", type=click.IntRange(1, 3), required=True),
+        click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]), default="cpu",
+                     show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="DALI CPU threads (ours) or worker processes (baselines); default: all "
+                     "cores."),
+        click.option("--manifests", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     default=Path("manifests"), show_default=True),
+        click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     default=None, help="Default: the split summary's shards_dir."),
+        click.option("--start-align", type=click.IntRange(1), default=1, show_default=True),
+        click.option("--clip-size", type=click.IntRange(16), default=112, show_default=True),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+                     show_default=True),
+        click.option("--output", type=click.Choice(["float", "uint8"]), default=None,
+                     help="What leaves DALI (default: uint8 when decoding on the GPU)."),
+        click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
+        click.option("--pipelines", type=click.IntRange(1), default=24,
+                     show_default=True, help="GPU: concurrent NVDEC pipelines."),
+        click.option("--gpu-batch", type=click.IntRange(1), default=16, show_default=True,
+                     help="GPU: clips per pipeline iteration."),
+        click.option("--gpu-threads", type=click.IntRange(1), default=2, show_default=True,
+                     help="GPU: CPU threads per NVDEC pipeline."),
+        click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="hybrid: share of each batch decoded on the CPU (default: adapted)."),
+        click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="GPU: local video cache (default $UCF3D_CACHE, ~/.cache/ucf3d/videos)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _bench_loader_config(opts: dict[str, Any]) -> Any:
+    """Pop the _loader_options values from opts into a training-mode LoaderConfig."""
     import os
 
     from loader import LoaderConfig
-    from loader.bench import BenchConfig, run_bench
+
+    return LoaderConfig(
+        manifests=opts.pop("manifests"), shards=opts.pop("shards"), split=opts.pop("split"),
+        subset="train", mode="train", batch_size=opts.pop("batch_size"),
+        decode=opts.pop("decode"), dtype=opts.pop("dtype"), output=opts.pop("output"),
+        size=opts.pop("clip_size"), num_threads=opts.pop("threads") or os.cpu_count() or 1,
+        start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
+        gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
+        gpu_threads=opts.pop("gpu_threads"), cpu_share=opts.pop("cpu_share"),
+        cache_dir=opts.pop("cache"),
+    )  # fmt: skip
+
+
+@bench.command("loader")
+@_loader_options
+@click.option("--baseline", type=click.Choice(["ours", "jpeg", "pyav"]), default="ours",
+              show_default=True, help="jpeg/pyav: Hara-style JPEG frames or PyAV on the AVIs.")
+@click.option("--seconds", type=click.FloatRange(1), default=20.0, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0), default=5.0, show_default=True)
+@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Source UCF-101/ (<Class>/<key>.avi): needed by the baselines.")
+@library_errors
+def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | None,
+                 **opts: Any) -> None:
+    """Training-loader throughput alone (full Hara augmentation) after a warm-up; one JSON line."""
+    import json
+
+    from bench.loader import BenchConfig, run_bench
 
     if baseline != "ours" and videos is None:
         raise click.BadParameter("the jpeg and pyav baselines need --videos", param_hint="--videos")
-    n = threads or os.cpu_count() or 1
-    lcfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
-                        mode="train", batch_size=batch_size, decode=decode, dtype=dtype,
-                        num_threads=n, start_align=start_align, gpu_pipelines=pipelines,
-                        gpu_batch=gpu_batch, cache_dir=cache)
-    cfg = BenchConfig(lcfg, baseline, seconds, warmup, videos, workers=n)
+    lcfg = _bench_loader_config(opts)
+    cfg = BenchConfig(lcfg, baseline, seconds, warmup, videos, workers=lcfg.num_threads)
     click.echo(json.dumps(run_bench(cfg)))
+
+
+@bench.command("feed")
+@_loader_options
+@click.option("--consumer", type=click.Choice(["auto", "paddle", "torch"]), default="auto",
+              show_default=True, help="The training step: the project's Paddle step, or (GPU "
+              "machines without a CUDA Paddle) a PyTorch R3D-18 stand-in; auto picks.")
+@click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
+@click.option("--model", default="r3d18", show_default=True,
+              help="Paddle consumer: any `ucf3d train --model` name (tiny for CPU runs).")
+@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="bf16",
+              show_default=True)
+@click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0), default=15.0, show_default=True)
+@click.option("--in-flight", type=click.IntRange(1), default=2, show_default=True,
+              help="Steps queued on the device before the host waits.")
+@click.option("--stream", type=click.Choice(["side", "default"]), default="side",
+              show_default=True, help="side: steps on a non-blocking stream (as ucf3d train).")
+@click.option("--graph", is_flag=True, help="PyTorch stand-in: CUDA-graph the step.")
+@library_errors
+def bench_feed(**opts: Any) -> None:
+    """Training step alone vs fed by the loader, same device, same process; one JSON line."""
+    import json
+
+    from bench.feed import FeedConfig, run_feed
+
+    lcfg = _bench_loader_config(opts)
+    click.echo(json.dumps(run_feed(FeedConfig(lcfg, **opts))))
+
+
+@bench.command("footage")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", "sources", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A camera video to cut clips from (repeatable).")
+@click.option("--classes", type=click.IntRange(1, 101), default=12, show_default=True)
+@click.option("--groups", type=click.IntRange(8, 99), default=25, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_jobs_option
+@library_errors
+def bench_footage(out: Path, sources: tuple[Path, ...], classes: int, groups: int, seed: int,
+                  jobs: int | None) -> None:
+    """Real footage for benchmarks: UCF-101-shaped clips cut from camera videos."""
+    from bench.footage import FootageConfig, footage
+
+    r = footage(FootageConfig(sources, out, classes, groups, seed=seed, jobs=jobs or None))
+    click.echo(f"footage: {r['videos']} clips of {r['classes']} classes -> {out}")
+
 
 # ==== train commands (train, eval, export, predict) ===========================================
 
@@ -312,9 +390,15 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--milestones", default="", help="Comma-separated epochs for --schedule multistep.")
 @click.option("--epochs", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--decode", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]), default="cpu",
+              show_default=True, help="Clip decoding: CPU threads, NVDEC, or NVDEC plus CPU "
+              "threads decoding a share of every batch (--cpu-share).")
+@click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True),
+              help="--decode hybrid: the share of each batch the CPU decodes (default: adapted).")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Run the model through paddle.jit.to_static (Paddle's static-graph executor).")
 @click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
@@ -357,11 +441,15 @@ def train(ctx: click.Context, **opts: Any) -> None:
                                  param_hint="--milestones") from e
     opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
     opts["size"] = opts.pop("clip_size")
-    start_align = opts.pop("start_align")
+    start_align, cpu_share = opts.pop("start_align"), opts.pop("cpu_share")
+    opts["compile"] = opts.pop("compile_")
     opts["loader_options"] = {"start_align": start_align} if start_align != 1 else {}
+    if cpu_share is not None:
+        opts["loader_options"]["cpu_share"] = cpu_share
     resume = opts.pop("resume")
     given = {k for k in opts if k in ctx.params and _given(ctx, k)}
-    given |= {"loader_options"} if _given(ctx, "start_align") else set()
+    given |= {"loader_options"} if _given(ctx, "start_align") or cpu_share is not None else set()
+    given |= {"compile"} if _given(ctx, "compile_") else set()
     given |= {"model"} if depth or _given(ctx, "model_name") else set()
     given |= {"widths"} if width else set()
     given |= {"size"} if _given(ctx, "clip_size") else set()
@@ -399,7 +487,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
               help="Default: the checkpoint's.")
 @click.option("--batch-size", type=click.IntRange(1))
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--decode", type=click.Choice(["cpu", "gpu"]))
+@click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]))
 @click.option("--threads", "num_threads", type=click.IntRange(1))
 @library_errors
 def eval_(ckpt: Path, mode: str, out: Path | None, device: str, **loader: Any) -> None:

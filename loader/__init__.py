@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Batch:
     """One batch: clips (N, 3, T, H, W) in cfg.dtype, int64 labels (N,), each clip's video key."""
 
-    clips: paddle.Tensor  # (N, C, T, H, W)
+    clips: paddle.Tensor  # (N, C, T, H, W), normalised, cfg.dtype
     labels: paddle.Tensor  # (N,) int64
     keys: list[str]
     clip_ids: np.ndarray  # (N,) clip number within its video (eval), 0 in train
@@ -66,10 +66,14 @@ class ClipLoader:
                 from .cpu import CpuBackend
 
                 self._backend = CpuBackend(self.cfg, self.dataset)
-            else:
+            elif self.cfg.decode == "gpu":
                 from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
 
                 self._backend = GpuBackend(self.cfg, self.dataset, planner=self.batches)
+            else:
+                from .hybrid import HybridBackend  # NVDEC + CPU threads, each a share of a batch
+
+                self._backend = HybridBackend(self.cfg, self.dataset, planner=self.batches)
         return self._backend
 
     def raw_epoch(self, epoch: int) -> Iterator[tuple[Any, PlanBatch]]:
@@ -79,9 +83,10 @@ class ClipLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
         for clips, batch in self.raw_epoch(epoch):
+            tensor = to_paddle(clips, len(batch), self.cfg)
             yield Batch(
-                to_paddle(clips, len(batch)),
-                labels_to_paddle(batch.labels),
+                tensor,
+                labels_to_paddle(batch.labels, pinned=tensor.place.is_gpu_place()),
                 batch.keys,
                 batch.requests["clip"].copy(),
             )

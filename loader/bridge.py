@@ -1,4 +1,10 @@
-"""DALI outputs -> paddle.Tensor through DLPack (zero-copy; DALI's Paddle plugin needs a GPU)."""
+"""DALI outputs -> paddle.Tensor through DLPack (zero-copy; DALI's Paddle plugin needs a GPU).
+
+Paddle's `from_dlpack` passes Paddle's current stream to DALI's `__dlpack__`, so the clips are
+ready on the stream that will read them, whichever stream the training step runs on. Outputs in
+"uint8" form (FHWC, see loader.augment) are normalised here, on the consumer's device and stream:
+transpose to (N, 3, T, H, W), (x - mean) / std, cast to the configured dtype.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,20 @@ import numpy as np
 if TYPE_CHECKING:
     import paddle
 
+    from .config import LoaderConfig
 
-def to_paddle(output: Any, n: int | None = None) -> paddle.Tensor:
+_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (place, mean, std) -> device tensors, made once
+
+
+def _import(output: Any) -> paddle.Tensor:
+    import paddle
+
+    if not hasattr(output, "__dlpack__") and hasattr(output, "as_tensor"):
+        output = output.as_tensor()
+    return paddle.utils.dlpack.from_dlpack(output)
+
+
+def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None) -> paddle.Tensor:
     """A dense DALI TensorList / Tensor (CPU or GPU) as a paddle.Tensor sharing its memory.
 
     DALI TensorLists have no `__dlpack__`; their `.as_tensor()` view of a uniform batch does.
@@ -18,23 +36,50 @@ def to_paddle(output: Any, n: int | None = None) -> paddle.Tensor:
     the Paddle tensor stays valid after the pipeline moves on.
 
     Paddle is imported here, on first use, so the loader runs (and benchmarks) without it.
-    A list of outputs (the GPU backend's per-pipeline chunks of one batch) is concatenated on the
-    device; `n` keeps the first n samples (a batch's last chunk may be padded).
+    A list of outputs (the GPU backend's per-pipeline chunks of one batch, the hybrid backend's
+    GPU chunks and CPU part) is concatenated on the device of the first (a CPU part is copied
+    there); `n` keeps the first n samples (a batch's last chunk may be padded). With `cfg` and
+    uint8 output, the clips are normalised (normalize()).
     """
     import paddle
 
-    if isinstance(output, list):
-        parts = [to_paddle(o) for o in output]
-        tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=0)
-    else:
-        if not hasattr(output, "__dlpack__") and hasattr(output, "as_tensor"):
-            output = output.as_tensor()
-        tensor = paddle.utils.dlpack.from_dlpack(output)
-    return tensor if n is None or tensor.shape[0] == n else tensor[:n]
+    parts = [_import(o) for o in (output if isinstance(output, list) else [output])]
+    first = parts[0].place
+    if first.is_gpu_place():
+        parts = [p if p.place.is_gpu_place() else p.cuda() for p in parts]
+    tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=0)
+    if n is not None and tensor.shape[0] != n:
+        tensor = tensor[:n]
+    if cfg is not None and cfg.clip_output() == "uint8":
+        tensor = normalize(tensor, cfg.mean, cfg.std, cfg.dtype)
+    return tensor
 
 
-def labels_to_paddle(labels: np.ndarray) -> paddle.Tensor:
-    """int64 (N,) labels on the CPU (the training loop moves them with the clips)."""
+def normalize(
+    clips: paddle.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: str
+) -> paddle.Tensor:
+    """(N, T, H, W, 3) uint8 -> (N, 3, T, H, W) `dtype`: (x - mean) / std on 0-255 values."""
     import paddle
 
-    return paddle.to_tensor(np.asarray(labels, np.int64))
+    key = (str(clips.place), mean, std)
+    if key not in _CONSTANTS:
+        shape = (1, 3, 1, 1, 1)
+        m = paddle.to_tensor(np.array(mean, np.float32).reshape(shape), place=clips.place)
+        s = paddle.to_tensor((1 / np.array(std, np.float32)).reshape(shape), place=clips.place)
+        _CONSTANTS[key] = (m, s)
+    m, inv_std = _CONSTANTS[key]
+    x = clips.transpose([0, 4, 1, 2, 3]).astype("float32")  # (N, 3, T, H, W)
+    x = (x - m) * inv_std
+    return x if dtype == "float32" else x.astype(dtype)
+
+
+def labels_to_paddle(labels: np.ndarray, pinned: bool = False) -> paddle.Tensor:
+    """int64 (N,) labels on the CPU (the training loop moves them with the clips).
+
+    `pinned`: in page-locked memory, so that the move to the GPU is asynchronous (from pageable
+    memory it would wait for the stream, a host synchronisation every step).
+    """
+    import paddle
+
+    place = paddle.CUDAPinnedPlace() if pinned else paddle.CPUPlace()
+    return paddle.to_tensor(np.asarray(labels, np.int64), place=place)

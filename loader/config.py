@@ -9,7 +9,8 @@ from pathlib import Path
 import ondisk
 
 MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video: the two eval modes
-DECODES = ("cpu", "gpu")
+DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a share of each batch
+OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
 DTYPES = ("float32", "float16")
 # Hara et al.: initial_scale 1, n_scales 5, scale_step 2**-0.25
 HARA_SCALES = (1.0, 2**-0.25, 2**-0.5, 2**-0.75, 0.5)
@@ -32,8 +33,11 @@ class LoaderConfig:
     batch_size: int = 128
     clip_len: int = ondisk.CLIP_LEN
     size: int = 112
-    decode: str = "cpu"  # "cpu" (DALI/libavcodec, VP9 only) | "gpu" (NVDEC, loader.gpu)
-    dtype: str = "float32"
+    decode: str = "cpu"  # "cpu" (DALI/libavcodec, VP9 only) | "gpu" (NVDEC) | "hybrid" (both)
+    dtype: str = "float32"  # of the clips handed to Paddle
+    # what leaves DALI: "float" (normalised CFHW in dtype) or "uint8" (FHWC, normalised by
+    # loader.bridge on the consumer's device and stream); None: uint8 when decoding on the GPU
+    output: str | None = None
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -58,6 +62,9 @@ class LoaderConfig:
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
     gpu_threads: int = 2  # GPU path: CPU threads per pipeline
     gpu_segment_clips: int = 50_000  # GPU path: epochs planned ahead per pipeline build
+    # hybrid: the share of every batch the CPU backend decodes (its last clips); None: adapt it
+    # to the measured rates of the two paths (loader.hybrid)
+    cpu_share: float | None = None
     device_id: int | None = None  # GPU path: None = FLAGS_selected_gpus (Paddle launcher) or 0
 
     def __post_init__(self) -> None:
@@ -71,12 +78,13 @@ class LoaderConfig:
         self._check()
 
     def _check(self) -> None:
-        choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES}
+        choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
+                   "output": (None, *OUTPUTS)}  # fmt: skip
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
-                )
+            value = getattr(self, name)
+            if value not in allowed:
+                listed = ", ".join(map(str, allowed))
+                raise ValueError(f"{name} must be one of {listed}, got {value!r}")
         positive = (
             "batch_size",
             "clip_len",
@@ -93,6 +101,8 @@ class LoaderConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cpu_share is not None and not 0 <= self.cpu_share < 1:
+            raise ValueError(f"cpu_share must be in [0, 1), got {self.cpu_share}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need 3 values each, std > 0")
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
@@ -100,6 +110,12 @@ class LoaderConfig:
         rank, world = self.dist()
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} out of range for world size {world}")
+
+    def clip_output(self) -> str:
+        """What DALI hands over: "uint8" (consumer normalises) or "float" (normalised in DALI)."""
+        if self.output is not None:
+            return self.output
+        return "float" if self.decode == "cpu" else "uint8"
 
     def dist(self) -> tuple[int, int]:
         """(rank, world_size): explicit values, else Paddle's launcher environment, else (0, 1)."""

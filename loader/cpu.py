@@ -25,7 +25,7 @@ from .webm import ClusterIndex, index_webm, trim
 
 log = logging.getLogger(__name__)
 
-_SOURCE_DTYPES = [types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32]
+_SOURCE_DTYPES = [types.UINT8, types.INT32, types.FLOAT, types.FLOAT]  # video, frames, roi
 
 
 class CpuBackend:
@@ -53,14 +53,14 @@ class CpuBackend:
             prefetch_queue_depth=cfg.prefetch,
         )
         def graph():  # noqa: ANN202 - DALI graph definition
-            enc, frames, roi_start, roi_end, flip = fn.external_source(
-                source=self._next, num_outputs=5, batch=True, dtype=_SOURCE_DTYPES
+            enc, frames, roi_start, roi_end = fn.external_source(
+                source=self._next, num_outputs=4, batch=True, dtype=_SOURCE_DTYPES
             )
             # build_index=False: no full-file frame index per sample; seeking uses the WebM cues
             # (frame-exact: tests/test_loader.py reads frame numbers drawn in the pixels), ~10 %
             # faster on short UCF videos
             video = fn.decoders.video(enc, device="cpu", frames=frames, build_index=False)
-            return augment(video, (roi_start, roi_end, flip), cfg)  # (3, T, size, size)
+            return augment(video, (roi_start, roi_end), cfg)  # (3, T, S, S) float / (T, S, S, 3)
 
         self._pipe = graph()
         self._pipe.build()
@@ -96,7 +96,7 @@ class CpuBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
     def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
-        """Yield (clips TensorListCPU (N, 3, T, S, S), batch) for each batch, in order."""
+        """Yield (clips TensorListCPU, batch) for each batch, in order (loader.augment's layout)."""
         if not self._clean:
             self._pipe = None  # an abandoned or failed epoch: start from a fresh pipeline
             self._build()

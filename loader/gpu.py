@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
-from .augment import augment, param_feed
+from .augment import augment, param_feed, param_inputs
 from .backend import PlanBatch
 from .config import LoaderConfig
 from .source import Dataset, LoaderError, ShardReader
@@ -277,13 +277,8 @@ class GpuBackend:
                 dtype=types.UINT8,
                 name="video",
             )  # (T, H, W, 3) uint8 on the GPU
-            roi_start, roi_end, flip = fn.external_source(
-                source=params,
-                num_outputs=3,
-                batch=True,
-                dtype=[types.FLOAT, types.FLOAT, types.INT32],
-            )
-            return augment(frames, (roi_start, roi_end, flip), cfg), _ids
+            roi = param_inputs(params)  # crop window, flip folded in
+            return augment(frames, roi, cfg), _ids
 
         return graph()
 

@@ -46,10 +46,7 @@ def run_augment(clip: np.ndarray, rows: np.ndarray, c: LoaderConfig, literal_eva
     def pipe():
         x = fn.external_source(source=lambda: [clip] * len(rows), layout="FHWC", batch=True)
         params = fn.external_source(
-            source=lambda: feed,
-            num_outputs=3,
-            batch=True,
-            dtype=[types.FLOAT, types.FLOAT, types.INT32],
+            source=lambda: feed, num_outputs=2, batch=True, dtype=[types.FLOAT, types.FLOAT]
         )
         return center_crop_eval(x, c) if literal_eval else augment(x, params, c)
 

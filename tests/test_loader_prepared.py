@@ -91,14 +91,14 @@ def test_seeking_without_index_is_frame_exact(prepared) -> None:
 
     @pipeline_def(batch_size=len(data), num_threads=2, device_id=None)
     def indexed():
-        enc, fr, rs, re, fl = fn.external_source(
+        enc, fr, rs, re = fn.external_source(
             source=lambda: (data, frames, *params),
-            num_outputs=5,
+            num_outputs=4,
             batch=True,
-            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32],
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT],
         )
         return augment(
-            fn.decoders.video(enc, device="cpu", frames=fr, build_index=True), (rs, re, fl), cfg
+            fn.decoders.video(enc, device="cpu", frames=fr, build_index=True), (rs, re), cfg
         )
 
     pipe = indexed()

@@ -46,6 +46,35 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch() -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_metrics_identical_with_and_without_per_step_syncs(data) -> None:
+    """Reading the loss every step (on_step, log_every 1) or only at the end: same numbers."""
+
+    def epoch(**kw) -> dict:
+        paddle.seed(0)
+        model = create_model("tiny", len(CLASSES))
+        opt, _ = build_optimizer(tiny_cfg(Path("unused")), model)
+        return train_one_epoch(model, opt, data[0].epoch(0), Amp(), **kw)
+
+    seen: list[float] = []
+    synced = epoch(log_every=1, on_step=lambda step, loss: seen.append(loss))
+    unsynced = epoch(log_every=1000)
+    assert len(seen) == 4 and all(np.isfinite(seen))
+    for key in ("loss", "acc", "clips"):
+        assert synced[key] == unsynced[key], key
+    assert np.isclose(synced["loss"], np.mean(seen))  # 4 equal batches: mean of step losses
+
+
+def test_compile_trains_like_eager(tmp_path: Path, data) -> None:
+    """--compile (paddle.jit.to_static) gives the eager run's metrics on the same data."""
+    runs = {}
+    for compiled in (False, True):
+        run = fit(tiny_cfg(tmp_path / str(compiled), epochs=1, compile=compiled),
+                  train_data=data[0], val_data=data[1])  # fmt: skip
+        runs[compiled] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert np.isclose(runs[False][key], runs[True][key], rtol=1e-4), key
+
+
 def test_fit_writes_run_outputs(tmp_path: Path, data) -> None:
     run = fit(tiny_cfg(tmp_path / "run"), train_data=data[0], val_data=data[1])
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]

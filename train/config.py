@@ -12,6 +12,7 @@ from train.models import DEPTHS, default_shortcut, model_name
 SCHEDULES = ("plateau", "multistep")
 AMP_MODES = ("none", "fp16", "bf16")
 DEVICES = ("cpu", "gpu")
+DECODES = ("cpu", "gpu", "hybrid")
 MEAN = (114.77, 107.74, 99.48)  # Hara's ActivityNet mean on 0-255 RGB, the loader's default
 STD = (1.0, 1.0, 1.0)
 
@@ -50,6 +51,7 @@ class TrainConfig:
     device: str = "cpu"
     decode: str = "cpu"
     amp: str = "none"
+    compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
     checkpoint_every: int = 10
     val_every: int = 1
     log_every: int = 10
@@ -65,7 +67,7 @@ class TrainConfig:
         if self.shortcut is None:
             object.__setattr__(self, "shortcut", default_shortcut(self.model))
         for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
-                              ("decode", DEVICES), ("shortcut", ("A", "B", None))):  # fmt: skip
+                              ("decode", DECODES), ("shortcut", ("A", "B", None))):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.schedule == "multistep" and not self.milestones:

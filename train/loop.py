@@ -7,7 +7,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,26 @@ log = logging.getLogger(__name__)
 
 # Paddle's O1 white list has no conv3d: without it a 3D ResNet would run almost all in fp32.
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
+
+
+@contextlib.contextmanager
+def compute_stream(device: str) -> Iterator[None]:
+    """On the GPU, run the steps on a non-blocking CUDA stream of their own.
+
+    DALI's NVDEC reader converts decoded frames on the legacy default stream, which waits for all
+    work on ordinary (blocking) streams, Paddle's default compute stream among them: every frame
+    the loader converts would queue behind the training kernels already submitted. Paddle's
+    `paddle.device.Stream` is created non-blocking, so steps issued on it never hold the
+    decoder up (docs/BENCHMARKS.md, "Fed loader"). On the CPU this does nothing.
+    """
+    if device != "gpu":
+        yield
+        return
+    stream = paddle.device.Stream()
+    stream.wait_stream(paddle.device.current_stream())
+    with paddle.device.stream_guard(stream):
+        yield
+    stream.synchronize()
 
 
 def use_device(device: str) -> None:
@@ -69,15 +89,18 @@ class Amp:
         return paddle.amp.auto_cast(custom_white_list=AMP_WHITE_LIST, level="O1", dtype=dtype)
 
 
-def _inputs(batch: Any, amp: Amp) -> tuple[paddle.Tensor, paddle.Tensor]:
+def batch_inputs(batch: Any, amp: Amp) -> tuple[paddle.Tensor, paddle.Tensor]:
     clips, labels = batch.clips, batch.labels  # (N, 3, T, H, W), (N,)
     if not isinstance(clips, paddle.Tensor):
         clips = paddle.to_tensor(np.asarray(clips))
     if not isinstance(labels, paddle.Tensor):
         labels = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
     place = paddle.get_device()
+    if place.startswith("gpu") and not labels.place.is_gpu_place():
+        # asynchronous from the loader's pinned labels: no host sync per step
+        labels = labels.cuda(blocking=False)
     if place.startswith("gpu") and not clips.place.is_gpu_place():
-        clips, labels = clips.cuda(), labels.cuda()
+        clips = clips.cuda()
     elif place == "cpu" and not clips.place.is_cpu_place():
         clips, labels = clips.cpu(), labels.cpu()
     if amp.mode == "none" and clips.dtype != paddle.float32:
@@ -92,6 +115,22 @@ def _loss(model: paddle.nn.Layer, clips: paddle.Tensor, labels: paddle.Tensor, a
     return F.cross_entropy(logits, labels), logits
 
 
+def train_step(
+    model: paddle.nn.Layer,
+    optimizer: paddle.optimizer.Optimizer,
+    amp: Amp,
+    clips: paddle.Tensor,
+    labels: paddle.Tensor,
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """One SGD step on a batch already on the model's device: (loss, logits), not read back."""
+    loss, logits = _loss(model, clips, labels, amp)
+    amp.scaler.scale(loss).backward()
+    amp.scaler.step(optimizer)
+    amp.scaler.update()
+    optimizer.clear_grad()
+    return loss, logits
+
+
 def train_one_epoch(
     model: paddle.nn.Layer,
     optimizer: paddle.optimizer.Optimizer,
@@ -104,50 +143,64 @@ def train_one_epoch(
     total: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over `batches`: loss, acc, clips/s and the share of time spent waiting for data."""
+    """One pass over `batches`: loss, acc, clips/s and the share of time spent waiting for data.
+
+    The host never waits for a step to finish: loss and correct counts are summed on the device
+    and read every `log_every` steps and at the end (reading is what synchronises), so the next
+    batch is fetched while the GPU still computes. `on_step(step, loss)` reads every step's loss
+    and so synchronises every step (tests use it). Data wait is the time the host spends blocked
+    in the loader.
+    """
     model.train()
-    loss_sum = correct = clips_seen = steps = 0
+    loss_sum = correct = None  # device scalars: sums over the epoch
+    clips_seen = steps = 0
     wait = 0.0
     start = tick = time.perf_counter()
     for step, batch in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
         wait += time.perf_counter() - tick
-        clips, labels = _inputs(batch, amp)
-        loss, logits = _loss(model, clips, labels, amp)
-        amp.scaler.scale(loss).backward()
-        amp.scaler.step(optimizer)
-        amp.scaler.update()
-        optimizer.clear_grad()
-        n, value = int(labels.shape[0]), float(loss)  # float() waits for the step to finish
-        if not math.isfinite(value):
-            raise RuntimeError(
-                f"epoch {epoch} step {step}: loss is {value}; lower --lr or use fp32"
-            )
+        clips, labels = batch_inputs(batch, amp)
+        loss, logits = train_step(model, optimizer, amp, clips, labels)
+        n = int(labels.shape[0])
+        hits = (logits.argmax(axis=1) == labels).astype("int64").sum()
+        step_loss = loss.detach().astype("float64") * n
+        loss_sum = step_loss if loss_sum is None else loss_sum + step_loss
+        correct = hits if correct is None else correct + hits
         steps += 1
-        loss_sum += value * n
-        correct += int((logits.argmax(axis=1) == labels).astype("int64").sum())
         clips_seen += n
         if on_step is not None:
-            on_step(step, value)
+            on_step(step, _finite(loss, epoch, step))
         tick = time.perf_counter()
         if (step + 1) % log_every == 0:
+            mean_loss = _finite(loss_sum, epoch, step) / clips_seen
+            tick = time.perf_counter()  # reading the sums waited for the GPU: not data wait
             log.info(
                 "epoch %d step %d/%s loss %.4f acc %.3f lr %.2e clips/s %.1f data %.0f%%",
-                epoch + 1, step + 1, total or "?", loss_sum / clips_seen, correct / clips_seen,
+                epoch + 1, step + 1, total or "?", mean_loss, int(correct) / clips_seen,
                 optimizer.get_lr(), clips_seen / (tick - start), 100 * wait / (tick - start),
             )  # fmt: skip
-    elapsed = time.perf_counter() - start
     if steps == 0:
         raise RuntimeError(f"epoch {epoch}: the training loader yielded no batches")
+    mean_loss = _finite(loss_sum, epoch, steps - 1) / clips_seen
+    acc = int(correct) / clips_seen
+    elapsed = time.perf_counter() - start
     return {
-        "loss": loss_sum / clips_seen,
-        "acc": correct / clips_seen,
+        "loss": mean_loss,
+        "acc": acc,
         "clips": clips_seen,
         "clips_per_s": clips_seen / elapsed,
         "data_wait_pct": 100 * wait / elapsed,
         "time_s": elapsed,
     }
+
+
+def _finite(value: paddle.Tensor, epoch: int, step: int) -> float:
+    """A device scalar read on the host (this synchronises), refused when not finite."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise RuntimeError(f"epoch {epoch} step {step}: loss is {v}; lower --lr or use fp32")
+    return v
 
 
 @paddle.no_grad()
@@ -167,7 +220,7 @@ def evaluate(
     for step, batch in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
-        clips, labels = _inputs(batch, amp)
+        clips, labels = batch_inputs(batch, amp)
         _, logits = _loss(model, clips, labels, amp)
         logits_all.append(logits.numpy())
         labels_all.append(labels.numpy())
@@ -260,6 +313,8 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = create_model(cfg.model, len(classes), cfg.shortcut, cfg.widths)
+    if cfg.compile:  # same parameters and state-dict keys; forward runs as a static program
+        model = paddle.jit.to_static(model, full_graph=True)
     opt, sched = build_optimizer(cfg, model)
     amp = Amp(cfg.amp)
     start, best = 0, -1.0
@@ -277,14 +332,16 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
     for epoch in range(start, cfg.epochs):
         steps = _epoch_len(train_data, cfg.max_steps)
         lr = opt.get_lr()
-        tr = train_one_epoch(
-            model, opt, train_data.epoch(epoch), amp,
-            epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
-        )  # fmt: skip
+        with compute_stream(cfg.device):
+            tr = train_one_epoch(
+                model, opt, train_data.epoch(epoch), amp,
+                epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
+            )  # fmt: skip
         record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
         started = time.perf_counter() - tr["time_s"]
         if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
+            with compute_stream(cfg.device):
+                ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
             record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])
             if cfg.schedule == "plateau":
                 sched.step(ev["loss"])

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .sampling import hara_corner_roi, train_plan
-from .source import load_dataset
+from bench.measure import cpu_seconds
+from loader.sampling import hara_corner_roi, train_plan
+from loader.source import load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,6 @@ def _jobs(cfg, kind: str, workdir: Path) -> list[tuple]:
 
 def run_baseline(cfg, workers: int, measure: Callable) -> dict:
     """Time the jpeg or pyav baseline with `workers` processes; returns measure()'s dict."""
-    from .bench import cpu_seconds
-
     # JPEG frames are kept between runs (untimed preparation), keyed by the source folder
     tag = hashlib.sha1(str(Path(cfg.videos).resolve()).encode()).hexdigest()[:10]
     workdir = cfg.jpeg_dir or Path(tempfile.gettempdir()) / "ucf3d-bench-jpeg" / tag

@@ -1,0 +1,174 @@
+"""bench feed: does the loader keep a training step fed? The step alone, then fed, same process.
+
+1. unfed: the training step again and again on one batch already in the device's memory (what the
+   device can consume);
+2. fed: the same step on batches from `ClipLoader`, on the same device, in the same process.
+
+The figure that counts is fed / unfed. The consumer is the project's own Paddle step
+(train.loop.train_step) where Paddle can run on the device; on a GPU machine without a CUDA build
+of Paddle, a PyTorch R3D-18 of the same layout (Hara's: conv1 7x7x7 stride (1, 2, 2), BasicBlock
+[2, 2, 2, 2]; bf16 autocast, channels-last) stands in, and the result says so. torch is imported
+only here and is not a dependency.
+
+Both phases run the same loop: at most `in_flight` steps queued on the device (the host waits for
+the step before last, as a loop that reads its loss late does), data wait = time the host spends
+blocked in the loader (its DLPack hand-over and normalisation included). The steps run on a
+non-blocking stream of their own (`stream="side"`, as `ucf3d train` does; "default" reproduces the
+first measurements: see docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bench.measure import GpuSampler, gpu_name
+from loader import ClipLoader, LoaderConfig
+
+log = logging.getLogger(__name__)
+
+CONSUMERS = ("auto", "paddle", "torch")
+STREAMS = ("side", "default")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    loader: LoaderConfig  # data, batch size, decode path and its settings
+    consumer: str = "auto"  # auto: paddle where it has CUDA (or on a CPU run), else torch
+    device: str = "gpu"  # where the step runs: gpu | cpu (cpu: tests, tiny models)
+    model: str = "r3d18"  # Paddle consumer: any train.models name; torch stand-in: R3D-18 only
+    amp: str = "bf16"  # none | fp16 | bf16 (GPU)
+    seconds: float = 30.0
+    warmup: float = 15.0  # seconds discarded at the start of each phase (pipelines, cudnn)
+    in_flight: int = 2
+    stream: str = "side"
+    graph: bool = False  # torch stand-in: CUDA-graph the step
+
+    def __post_init__(self) -> None:
+        if self.consumer not in CONSUMERS or self.stream not in STREAMS:
+            raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
+        if self.device not in ("gpu", "cpu") or self.in_flight < 1:
+            raise ValueError("device must be gpu or cpu, in_flight >= 1")
+
+
+@dataclass
+class Consumer:
+    """A training step and what the timing loop needs around it."""
+
+    name: str
+    step: Callable[[Any, Any], None]  # (clips, labels) on the device
+    fence: Callable[[], Callable[[], None]]  # mark the queue; the returned call waits for it
+    batches: Callable[[ClipLoader, int], Iterator[tuple[Any, Any]]]  # loader, epoch -> (x, y)
+    fixed: tuple[Any, Any]  # one resident batch for the unfed phase
+    stream: Callable[[], Any]  # a context manager putting the steps on their stream
+
+
+def run_feed(cfg: FeedConfig) -> dict:
+    """Measure unfed and fed; the dict is what `ucf3d bench feed` prints as one JSON line."""
+    consumer = _consumer(cfg)
+    lc = cfg.loader
+    result: dict[str, Any] = {
+        "bench": "feed",
+        "consumer": consumer.name,
+        "device": gpu_name() if cfg.device == "gpu" else "cpu",
+        "cpu_count": os.cpu_count(),
+        "model": cfg.model,
+        "amp": cfg.amp,
+        "stream": cfg.stream,
+        "graph": cfg.graph,
+        "in_flight": cfg.in_flight,
+        "loader": {**lc.to_dict(), "output": lc.clip_output()},
+    }
+    with consumer.stream():
+        with GpuSampler() as gpu:
+            unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
+        result["unfed"] = {**unfed, **gpu.summary()}
+        with ClipLoader(lc) as loader, GpuSampler() as gpu:
+            fed = _timed(_epochs(loader, consumer), consumer, cfg)
+        result["fed"] = {**fed, **gpu.summary()}
+    result["fed_vs_unfed"] = round(fed["clips_per_s"] / unfed["clips_per_s"], 3)
+    return result
+
+
+def _repeat(batch: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    while True:
+        yield batch
+
+
+def _epochs(loader: ClipLoader, consumer: Consumer) -> Iterator[tuple[Any, Any]]:
+    epoch = 0
+    while True:
+        yield from consumer.batches(loader, epoch)
+        epoch += 1
+
+
+def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConfig) -> dict:
+    """Steps for warmup + seconds; clips/s, data wait and CPU use over the timed part."""
+    pending: list[Callable[[], None]] = []
+    t_warm = None
+    clips = steps = 0
+    wait = 0.0
+    t0 = c0 = 0.0
+    tick = time.perf_counter()
+    for x, y in batches:
+        now = time.perf_counter()
+        if t_warm is None:
+            t_warm = now + cfg.warmup  # the clock starts at the first batch
+        elif t0:
+            wait += now - tick
+        consumer.step(x, y)
+        pending.append(consumer.fence())
+        if len(pending) >= cfg.in_flight:
+            pending.pop(0)()  # wait for the step before last
+        tick = time.perf_counter()
+        if not t0:
+            if tick >= t_warm:
+                t0, c0 = tick, _cpu()
+            continue
+        clips += int(x.shape[0])
+        steps += 1
+        if tick - t0 >= cfg.seconds:
+            break
+    for done in pending:
+        done()
+    wall = time.perf_counter() - t0
+    return {
+        "clips_per_s": round(clips / wall, 1),
+        "steps": steps,
+        "data_wait_pct": round(100 * wait / wall, 2),
+        "cpu_cores_used": round((_cpu() - c0) / wall, 2),
+        "wall_s": round(wall, 1),
+    }
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _consumer(cfg: FeedConfig) -> Consumer:
+    kind = cfg.consumer
+    if kind == "auto":
+        kind = "paddle" if cfg.device == "cpu" or _paddle_has_cuda() else "torch"
+    if kind == "paddle":
+        from bench.feed_paddle import paddle_consumer
+
+        return paddle_consumer(cfg)
+    try:
+        from bench.feed_torch import torch_consumer
+
+        return torch_consumer(cfg)
+    except ImportError as e:  # torch is no dependency of the project
+        raise RuntimeError(f"the PyTorch stand-in consumer needs PyTorch ({e})") from e
+
+
+def _paddle_has_cuda() -> bool:
+    try:
+        import paddle
+    except ImportError:
+        return False
+    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0

@@ -1,0 +1,146 @@
+"""bench feed's stand-in consumer: a PyTorch R3D-18 of Hara's layout, for GPUs Paddle cannot use.
+
+Not part of the project's training: it exists because no CUDA build of Paddle runs on the machine
+the GPU figures come from (FINDINGS.md). torch is imported only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bench.feed import Consumer, FeedConfig
+from loader import ClipLoader
+
+
+def _r3d18(num_classes: int = 101) -> Any:
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.c1 = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm3d(cout)
+            self.c2 = nn.Conv3d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm3d(cout)
+            self.sc = None
+            if stride != 1 or cin != cout:
+                self.sc = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False),
+                                        nn.BatchNorm3d(cout))  # fmt: skip
+
+        def forward(self, x: Any) -> Any:
+            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+            return F.relu(y + (x if self.sc is None else self.sc(x)))
+
+    class R3D18(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            conv1 = nn.Conv3d(3, 64, 7, (1, 2, 2), 3, bias=False)
+            self.stem = nn.Sequential(conv1, nn.BatchNorm3d(64), nn.ReLU(), nn.MaxPool3d(3, 2, 1))
+            layers, cin = [], 64
+            for cout, s in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers += [Block(cin, cout, s), Block(cout, cout, 1)]
+                cin = cout
+            self.layers = nn.Sequential(*layers)
+            self.fc = nn.Linear(512, num_classes)
+
+        def forward(self, x: Any) -> Any:  # (N, C, T, H, W)
+            x = self.layers(self.stem(x))
+            return self.fc(F.adaptive_avg_pool3d(x, 1).flatten(1))
+
+    return R3D18()
+
+
+def to_torch(output: Any, n: int, cfg: Any) -> Any:
+    """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge)."""
+    import torch
+
+    parts = []
+    for o in output if isinstance(output, list) else [output]:
+        t = torch.from_dlpack(o.as_tensor() if hasattr(o, "as_tensor") else o)
+        parts.append(t if t.is_cuda else t.cuda())
+    x = (parts[0] if len(parts) == 1 else torch.cat(parts))[:n]
+    if cfg.clip_output() != "uint8":
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
+    inv_std = 1 / torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
+    # (N, T, H, W, C) viewed as (N, C, T, H, W) is channels-last-3d already: no copy
+    return (x.permute(0, 4, 1, 2, 3).float() - mean) * inv_std
+
+
+def torch_consumer(cfg: FeedConfig) -> Consumer:
+    import torch
+    import torch.nn.functional as F
+
+    if cfg.device != "gpu" or not torch.cuda.is_available():
+        raise RuntimeError("the PyTorch stand-in consumer needs a CUDA GPU (--device gpu)")
+    if cfg.model != "r3d18":
+        raise ValueError("the PyTorch stand-in is R3D-18 only")
+    lc = cfg.loader
+    torch.backends.cudnn.benchmark = True
+    model = _r3d18().cuda().to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    side = torch.cuda.Stream() if cfg.stream == "side" else torch.cuda.current_stream()
+    shape = (lc.batch_size, 3, lc.clip_len, lc.size, lc.size)
+
+    def eager(x: Any, y: Any) -> None:
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with torch.cuda.stream(side):
+        fixed = (torch.randn(shape, device="cuda").contiguous(memory_format=torch.channels_last_3d),
+                 torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
+    step = eager
+    if cfg.graph:
+        step = _graphed(eager, model, opt, fixed, dtype, side)
+
+    def fence() -> Callable[[], None]:
+        event = torch.cuda.Event()
+        event.record()
+        return event.synchronize
+
+    def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
+        for clips, batch in loader.raw_epoch(epoch):
+            y = torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
+            yield to_torch(clips, len(batch), lc), y
+
+    kind = "CUDA-graphed " if cfg.graph else ""
+    name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "
+            "no CUDA build of Paddle on this machine")  # fmt: skip
+    return Consumer(name, step, fence, batches, fixed, lambda: torch.cuda.stream(side))
+
+
+def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any, side: Any) -> Any:
+    """The whole step captured as one CUDA graph, replayed on copies of each batch."""
+    import torch
+    import torch.nn.functional as F
+
+    sx, sy = fixed[0].clone(), fixed[1].clone()
+    warm = torch.cuda.Stream()
+    warm.wait_stream(side)
+    with torch.cuda.stream(warm):
+        for _ in range(5):
+            eager(sx, sy)
+    side.wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.stream(side), torch.cuda.graph(graph, stream=side):
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None,
+                            cache_enabled=False):  # fmt: skip
+            loss = F.cross_entropy(model(sx), sy)
+        loss.backward()
+        opt.step()
+
+    def step(x: Any, y: Any) -> None:
+        if x.shape[0] != sx.shape[0]:
+            return eager(x, y)
+        sx.copy_(x)
+        sy.copy_(y)
+        graph.replay()
+
+    return step

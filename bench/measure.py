@@ -1,0 +1,115 @@
+"""Measuring aids shared by the benchmarks: nvidia-smi sampling, process CPU time, timed loops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def gpu_name() -> str:
+    """The first GPU's name from nvidia-smi, or "cpu" where there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "cpu"
+    out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown GPU"
+
+
+class GpuSampler:
+    """Background `nvidia-smi -lms 200` reader: mean/max decoder and SM utilisation (percent)."""
+
+    QUERY = ["--query-gpu=utilization.decoder,utilization.gpu", "--format=csv,noheader,nounits"]
+
+    def __init__(self, period_ms: int = 200) -> None:
+        self.period_ms = period_ms
+        self.samples: list[tuple[float, float]] = []
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuSampler:
+        exe = shutil.which("nvidia-smi")
+        if exe is None:
+            return self
+        cmd = [exe, *self.QUERY, f"-lms={self.period_ms}"]
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            parts = line.split(",")[:2]  # first GPU's line (one GPU per loader process)
+            try:
+                self.samples.append((float(parts[0]), float(parts[1])))
+            except (ValueError, IndexError):
+                continue
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def summary(self) -> dict[str, float | int | None]:
+        if not self.samples:
+            return {"nvdec_util_mean": None, "sm_util_mean": None, "gpu_samples": 0}
+        dec = [s[0] for s in self.samples]
+        sm = [s[1] for s in self.samples]
+        return {
+            "nvdec_util_mean": round(sum(dec) / len(dec), 1),
+            "nvdec_util_max": max(dec),
+            "sm_util_mean": round(sum(sm) / len(sm), 1),
+            "sm_util_max": max(sm),
+            "gpu_samples": len(self.samples),
+        }
+
+
+def cpu_seconds(pids: list[int] | None = None) -> float:
+    """User + system CPU seconds of this process (pids=None) or of the given processes."""
+    if pids is None:
+        t = os.times()
+        return t.user + t.system
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def measure(
+    batches: Iterator[int], seconds: float, warmup: float, cpu: Callable[[], float]
+) -> dict[str, float]:
+    """Consume batch sizes: discard `warmup` seconds, then count clips for `seconds`."""
+    t_end_warm = time.perf_counter() + warmup
+    for _ in batches:
+        if time.perf_counter() >= t_end_warm:
+            break
+    clips, n_batches = 0, 0
+    t0, c0 = time.perf_counter(), cpu()
+    for n in batches:
+        clips += n
+        n_batches += 1
+        if time.perf_counter() - t0 >= seconds:
+            break
+    wall, used = time.perf_counter() - t0, cpu() - c0
+    return {
+        "clips": clips,
+        "batches": n_batches,
+        "wall_s": round(wall, 2),
+        "cpu_cores_used": round(used / wall, 2),
+        "clips_per_s": round(clips / wall, 1),
+    }

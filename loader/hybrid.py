@@ -1,0 +1,120 @@
+"""Hybrid backend: NVDEC decodes the head of every batch, CPU threads decode its tail.
+
+Why (docs/BENCHMARKS.md, "Fed loader"): beside a training step the GPU path's rate falls, while
+the host's spare cores sit idle; the CPU backend decodes the same clip plan to the same pixels. So
+each PlanBatch is cut in two — its first clips for loader.gpu, its last `share` of them for
+loader.cpu — and the two outputs are handed over as one list, GPU chunks first, so the batch
+comes out in plan order (loader.bridge concatenates on the GPU; the CPU part is uint8, a quarter
+of the bytes of float clips, when it crosses to the device).
+
+The share of an epoch is fixed when that epoch is first planned (the NVDEC pipelines hold
+several epochs' file lists ahead: loader.gpu), and recorded, so a batch is always cut the same
+way. With `cpu_share=None` the share adapts: after each epoch, whichever path the consumer waited
+on longer gives up a step of the share to the other, for the epochs planned from then on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .backend import PlanBatch
+from .config import LoaderConfig
+from .cpu import CpuBackend
+from .gpu import GpuBackend
+from .source import Dataset
+
+log = logging.getLogger(__name__)
+
+START_SHARE = 0.25  # cpu_share=None starts here (docs/BENCHMARKS.md) and adapts
+STEP, MAX_SHARE = 0.05, 0.75
+
+
+def split(batch: PlanBatch, share: float, gpu_batch: int) -> tuple[PlanBatch, PlanBatch | None]:
+    """(GPU head, CPU tail or None) of a batch; the head is whole NVDEC chunks where it can be."""
+    n = len(batch)
+    n_gpu = round(n * (1 - share) / gpu_batch) * gpu_batch
+    n_gpu = min(n, max(n_gpu, min(n, gpu_batch)))  # at least one chunk's worth on the GPU
+    head = _part(batch, 0, n_gpu)
+    return head, (_part(batch, n_gpu, n) if n_gpu < n else None)
+
+
+def _part(batch: PlanBatch, start: int, stop: int) -> PlanBatch:
+    return dataclasses.replace(
+        batch,
+        requests=batch.requests[start:stop],
+        keys=batch.keys[start:stop],
+        labels=batch.labels[start:stop],
+    )
+
+
+class HybridBackend:
+    """Backend protocol (loader.backend) on NVDEC and CPU threads at once (module docstring)."""
+
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        dataset: Dataset,
+        planner: Callable[[int], list[PlanBatch]],
+    ) -> None:
+        self.cfg = cfg
+        self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
+        self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
+        self.waits: dict[int, tuple[float, float]] = {}  # epoch -> (GPU, CPU) seconds waited
+        self._planner = planner
+        self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
+        self.cpu = CpuBackend(cfg, dataset)
+
+    def _share_of(self, epoch: int) -> float:
+        return self.shares.setdefault(epoch, self.share)
+
+    def _heads(self, batches: list[PlanBatch]) -> list[PlanBatch]:
+        share = self._share_of(batches[0].epoch) if batches else self.share
+        return [split(b, share, self.cfg.gpu_batch)[0] for b in batches]
+
+    def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
+        """Yield ([GPU chunks..., CPU part], batch) per batch, in plan order."""
+        todo = list(batches)
+        if not todo:
+            return
+        epoch = todo[0].epoch
+        share = self._share_of(epoch)
+        parts = [split(b, share, self.cfg.gpu_batch) for b in todo]
+        gpu = self.gpu.run(iter([head for head, _ in parts]))
+        cpu = self.cpu.run(iter([tail for _, tail in parts if tail is not None]))
+        wait_gpu = wait_cpu = 0.0
+        try:
+            for batch, (_, tail) in zip(todo, parts, strict=True):
+                t0 = time.perf_counter()
+                chunks, _ = next(gpu)
+                t1 = time.perf_counter()
+                outputs = list(chunks)
+                if tail is not None:
+                    cpu_clips, _ = next(cpu)
+                    outputs.append(cpu_clips)
+                wait_gpu, wait_cpu = wait_gpu + t1 - t0, wait_cpu + time.perf_counter() - t1
+                yield outputs, batch
+            for rest in (gpu, cpu):  # both ends must finish their epoch cleanly
+                for _ in rest:
+                    raise AssertionError("a backend yielded more batches than it was given")
+        finally:
+            gpu.close()
+            cpu.close()
+        self.waits[epoch] = (wait_gpu, wait_cpu)
+        self._adapt(wait_gpu, wait_cpu)
+
+    def _adapt(self, wait_gpu: float, wait_cpu: float) -> None:
+        """cpu_share=None: move a step of the share away from the path waited on longer."""
+        if self.cfg.cpu_share is not None or abs(wait_gpu - wait_cpu) < 1e-3:
+            return
+        step = STEP if wait_gpu > wait_cpu else -STEP
+        self.share = min(MAX_SHARE, max(0.0, self.share + step))
+        log.debug("hybrid: waited GPU %.2f s, CPU %.2f s; share now %.2f", wait_gpu, wait_cpu,
+                  self.share)  # fmt: skip
+
+    def close(self) -> None:
+        self.gpu.close()
+        self.cpu.close()

@@ -1,0 +1,141 @@
+"""The fed-loader pieces on CPU: uint8 hand-over, the hybrid split, `bench feed` end to end.
+
+GPU-only parts (NVDEC in the hybrid backend, the CUDA stream of the steps) are marked and skip
+visibly on CPU machines; `ucf3d bench feed` on the GPU machine is where they are measured.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_loader import make, read_clip_indices, world  # noqa: F401 - module fixture
+
+from cli import main
+from loader import ClipLoader, LoaderConfig
+from loader.bridge import normalize, to_paddle
+from loader.hybrid import split
+
+needs_gpu = pytest.mark.skipif(
+    shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU with NVDEC"
+)
+
+
+def test_uint8_output_keeps_frames_order_and_flips(world: dict) -> None:  # noqa: F811
+    """uint8 FHWC out of DALI, normalised by the bridge: the same frames, crops and flips."""
+    with make(world, output="uint8", scales=(1.0,), seed=7) as loader:
+        plan, pos = loader.plan(1), 0
+        for b in loader.epoch(1):
+            got = read_clip_indices(b, plan[pos : pos + len(b.keys)], loader)
+            assert got == [r["frames"].tolist() for r in plan[pos : pos + len(b.keys)]]
+            pos += len(b.keys)
+    assert pos == len(plan) and set(plan["flip"].tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_uint8_and_float_outputs_give_the_same_clips(world: dict, dtype: str) -> None:  # noqa: F811
+    def epoch(output: str) -> tuple[list[str], np.ndarray]:
+        with make(world, output=output, dtype=dtype, std=(1.0, 2.0, 0.5), seed=2) as loader:
+            bs = list(loader.epoch(0))
+        assert all(str(b.clips.dtype).endswith(dtype) for b in bs)
+        return [k for b in bs for k in b.keys], np.concatenate([b.clips.numpy() for b in bs])
+
+    keys_f, clips_f = epoch("float")
+    keys_u, clips_u = epoch("uint8")
+    assert keys_f == keys_u and clips_f.shape == clips_u.shape
+    tol = 1e-5 if dtype == "float32" else 0.06  # fp16 rounding of values up to ~300
+    assert np.abs(clips_f.astype(np.float32) - clips_u.astype(np.float32)).max() <= tol
+
+
+def test_normalize_layout() -> None:
+    import paddle
+
+    x = np.arange(2 * 3 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 3, 4, 5, 3)  # (N, T, H, W, C)
+    out = normalize(paddle.to_tensor(x), (1.0, 2.0, 3.0), (1.0, 2.0, 4.0), "float32").numpy()
+    want = (x.transpose(0, 4, 1, 2, 3) - np.array([1, 2, 3.0])[:, None, None, None]) / np.array(
+        [1, 2, 4.0]
+    )[:, None, None, None]
+    assert out.shape == (2, 3, 3, 4, 5) and np.allclose(out, want)
+
+
+def test_bridge_concatenates_parts_in_order() -> None:
+    import paddle
+
+    a, b = np.zeros((3, 2), np.uint8), np.ones((2, 2), np.uint8)
+    out = to_paddle([paddle.to_tensor(a), paddle.to_tensor(b)], n=4).numpy()
+    assert out.tolist() == [[0, 0]] * 3 + [[1, 1]]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.5, 0.7])
+def test_hybrid_split_keeps_plan_order_and_coverage(world: dict, share: float) -> None:  # noqa: F811
+    """GPU head + CPU tail of every batch = the batch: the same keys as a CPU-only epoch."""
+    with make(world, batch_size=40, seed=4) as loader:
+        batches = loader.batches(3)
+    cpu_only = [k for b in batches for k in b.keys]
+    joined = []
+    for b in batches:
+        head, tail = split(b, share, gpu_batch=4)
+        assert len(head) % 4 == 0 or len(head) == len(b)  # whole NVDEC chunks where possible
+        assert len(head) >= min(len(b), 4)
+        parts = [head] + ([tail] if tail is not None else [])
+        joined += [k for p in parts for k in p.keys]
+        req = np.concatenate([p.requests for p in parts])
+        assert np.array_equal(req, b.requests)
+        assert np.array_equal(np.concatenate([p.labels for p in parts]), b.labels)
+        assert all(p.epoch == b.epoch and p.number == b.number for p in parts)
+    assert joined == cpu_only
+    if share == 0:
+        assert all(split(b, share, 4)[1] is None for b in batches)
+
+
+def test_hybrid_config(world: dict) -> None:  # noqa: F811
+    cfg = LoaderConfig(manifests=world["manifests"], batch_size=5, num_threads=2, decode="hybrid")
+    assert cfg.clip_output() == "uint8"
+    with pytest.raises(ValueError, match="cpu_share"):
+        LoaderConfig(manifests=world["manifests"], decode="hybrid", cpu_share=1.0)
+
+
+def test_bench_feed_runs_on_cpu(prepared) -> None:
+    """`ucf3d bench feed` end to end with the project's Paddle step on the CPU: one JSON line."""
+    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
+            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
+            "--batch-size", "2", "--clip-size", "32", "--threads", "2", "--seconds", "2",
+            "--warmup", "1", "--amp", "none"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["bench"] == "feed" and out["consumer"].startswith("paddle")
+    assert out["unfed"]["clips_per_s"] > 0 and out["fed"]["clips_per_s"] > 0
+    assert out["fed_vs_unfed"] == round(
+        out["fed"]["clips_per_s"] / out["unfed"]["clips_per_s"], 3
+    )
+    assert 0 <= out["fed"]["data_wait_pct"] <= 100 and out["loader"]["decode"] == "cpu"
+    assert out["loader"]["batch_size"] == 2 and out["device"] == "cpu"
+
+
+def test_bench_feed_torch_stand_in_refuses_a_cpu(prepared) -> None:
+    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
+            "--device", "cpu", "--consumer", "torch"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "stand-in consumer needs" in res.output
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_hybrid_matches_cpu_on_the_gpu(prepared, tmp_path: Path) -> None:
+    """NVDEC head + CPU tail decode the plan to the CPU backend's keys and (within codec
+    tolerance) pixels."""
+    clips = {}
+    for decode in ("cpu", "hybrid"):
+        cfg = LoaderConfig(manifests=prepared.manifests, shards=prepared.shards, batch_size=16,
+                           num_threads=2, decode=decode, output="uint8", seed=3, cpu_share=0.5,
+                           gpu_batch=4, gpu_pipelines=2, cache_dir=tmp_path / "cache")  # fmt: skip
+        with ClipLoader(cfg) as loader:
+            clips[decode] = [(b.keys, b.clips.numpy()) for b in loader.epoch(1)]
+    for (keys_c, c), (keys_h, h) in zip(clips["cpu"], clips["hybrid"], strict=True):
+        assert keys_c == keys_h
+        assert np.abs(c - h).mean() < 2.0
