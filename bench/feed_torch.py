@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.feed import Consumer, FeedConfig
 from loader import ClipLoader
+from loader.bridge import Holder
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -104,10 +105,14 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         event.record()
         return event.synchronize
 
+    holder = Holder(torch.cuda.Event)  # DALI buffers live until the side stream is done
+
     def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
         for clips, batch in loader.raw_epoch(epoch):
             y = torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
-            yield to_torch(clips, len(batch), lc), y
+            x = to_torch(clips, len(batch), lc)
+            holder.hold(clips, on_gpu=True)
+            yield x, y
 
     kind = "CUDA-graphed " if cfg.graph else ""
     name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "

@@ -30,12 +30,14 @@ def _dense(out: object, n: int) -> np.ndarray:
     return np.concatenate(arrays)[:n]
 
 
-def compare(args: argparse.Namespace, mode: str) -> dict:
+def compare(args: argparse.Namespace, mode: str, other: str = "gpu") -> dict:
+    """The CPU backend against `other` (gpu or hybrid) on the same plan, uint8 pixels."""
     clips: dict[str, list] = {}
-    for decode in ("cpu", "gpu"):
+    for decode in ("cpu", other):
         cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
                            subset="train", mode=mode, batch_size=32, num_threads=8,
-                           decode=decode, seed=3, start_align=1, cache_dir=args.cache)
+                           decode=decode, seed=3, start_align=1, cache_dir=args.cache,
+                           output="uint8", cpu_share=0.3)
         with ClipLoader(cfg) as loader:
             got = []
             for i, (out, batch) in enumerate(loader.raw_epoch(1)):
@@ -44,14 +46,14 @@ def compare(args: argparse.Namespace, mode: str) -> dict:
                     break
             clips[decode] = got
     diffs, maxes = [], []
-    for (kc, sc, c), (kg, sg, g) in zip(clips["cpu"], clips["gpu"], strict=True):
+    for (kc, sc, c), (kg, sg, g) in zip(clips["cpu"], clips[other], strict=True):
         assert kc == kg and (sc == sg).all(), "GPU and CPU backends returned different requests"
         assert c.shape == g.shape, (c.shape, g.shape)
         d = np.abs(c.astype(np.float32) - g.astype(np.float32))
         diffs.append(float(d.mean()))
         maxes.append(float(np.percentile(d, 99.9)))
-    return {"check": "gpu_vs_cpu", "mode": mode, "batches": len(diffs),
-            "clip_shape": list(clips["gpu"][0][2].shape[1:]),
+    return {"check": f"{other}_vs_cpu", "mode": mode, "batches": len(diffs),
+            "clip_shape": list(clips[other][0][2].shape[1:]),
             "mean_abs_diff": round(float(np.mean(diffs)), 4),
             "p99.9_abs_diff": round(float(np.max(maxes)), 3),
             "same_keys_and_starts": True}
@@ -81,7 +83,7 @@ def segments(args: argparse.Namespace) -> dict:
     kw = dict(manifests=args.manifests, shards=args.shards, split=args.split, batch_size=64,
               seed=5, cache_dir=args.cache)
     gpu = LoaderConfig(decode="gpu", gpu_segment_clips=1500, gpu_pipelines=5, **kw)
-    cpu = LoaderConfig(decode="cpu", num_threads=8, **kw)
+    cpu = LoaderConfig(decode="cpu", num_threads=8, output="uint8", **kw)
     clips = 0
     with ClipLoader(gpu) as loader:
         for epoch in range(7):
@@ -114,6 +116,7 @@ def main() -> None:
     print(json.dumps(dlpack(args)), flush=True)
     for mode in ("train", "clip", "video"):
         print(json.dumps(compare(args, mode)), flush=True)
+    print(json.dumps(compare(args, "train", other="hybrid")), flush=True)
     print(json.dumps(segments(args)), flush=True)
     print(json.dumps({"check": "done", "seconds": round(time.time() - t0, 1)}), flush=True)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Backend, PlanBatch, make_batches
-from .bridge import labels_to_paddle, to_paddle
+from .bridge import Holder, labels_to_paddle, to_paddle
 from .config import LoaderConfig
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
@@ -43,6 +43,7 @@ class ClipLoader:
         self.dataset: Dataset = load_dataset(cfg)
         self.classes: list[str] = self.dataset.classes
         self._backend: Backend | None = None
+        self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
     def plan(self, epoch: int) -> np.ndarray:
@@ -84,6 +85,7 @@ class ClipLoader:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
         for clips, batch in self.raw_epoch(epoch):
             tensor = to_paddle(clips, len(batch), self.cfg)
+            self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
             yield Batch(
                 tensor,
                 labels_to_paddle(batch.labels, pinned=tensor.place.is_gpu_place()),
@@ -92,6 +94,7 @@ class ClipLoader:
             )
 
     def close(self) -> None:
+        self._holder.release()
         if self._backend is not None:
             self._backend.close()
             self._backend = None

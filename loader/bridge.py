@@ -8,6 +8,7 @@ transpose to (N, 3, T, H, W), (x - mean) / std, cast to the configured dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,6 +72,48 @@ def normalize(
     x = clips.transpose([0, 4, 1, 2, 3]).astype("float32")  # (N, 3, T, H, W)
     x = (x - m) * inv_std
     return x if dtype == "float32" else x.astype(dtype)
+
+
+class Holder:
+    """Keeps DALI's GPU outputs alive until the consumer's stream has finished with them.
+
+    A DALI output handed over through DLPack is read later, asynchronously, on the consumer's
+    stream (by the normalisation, or by the step itself for "float" outputs), while the host has
+    already moved on; dropping the last reference would let DALI reuse the memory under a kernel
+    still to read it. So each output is held until an event, recorded on the consumer's stream
+    when the *next* batch is handed over (after the previous step was queued), has completed.
+    Nothing here waits: finished entries are let go as new batches arrive.
+    """
+
+    def __init__(self, new_event: Callable[[], Any] | None = None) -> None:
+        self._new_event = new_event  # () -> an event with record(), query(), synchronize()
+        self._held: list[list[Any]] = []  # [output, event or None], oldest first
+
+    def hold(self, output: Any, on_gpu: bool) -> None:
+        if not on_gpu:
+            return  # CPU outputs are read synchronously (normalised or copied) before we return
+        if self._new_event is None:
+            import paddle
+
+            self._new_event = paddle.device.Event
+        event = self._new_event()
+        event.record()  # on the current stream: after the step on the previous batch
+        for entry in self._held:
+            if entry[1] is None:
+                entry[1] = event
+        self._held = [e for e in self._held if e[1] is None or not e[1].query()]
+        self._held.append([output, None])
+
+    def release(self) -> None:
+        """Wait for the consumer's stream, then let everything go (end of the loader)."""
+        for _, event in self._held:
+            if event is not None:
+                event.synchronize()
+        if self._held and self._held[-1][1] is None:  # the newest: wait for the whole stream
+            event = self._new_event()
+            event.record()
+            event.synchronize()
+        self._held.clear()
 
 
 def labels_to_paddle(labels: np.ndarray, pinned: bool = False) -> paddle.Tensor:

@@ -1,0 +1,78 @@
+"""Run `ucf3d bench feed` (or `bench loader`) once per line of a plan file; collect the JSON lines.
+
+    python bench/sweep.py PLAN OUT.jsonl [--timeout 120] [-- OPTIONS FOR EVERY RUN]
+
+Each non-empty, non-# line of PLAN is `<label> <bench command> <options...>`, for example
+`side-u8 feed --manifests M --split 1`. Runs go one after another (never two at once: they would
+share the GPU and the cores), each in its own process under a timeout, so one that hangs or fails
+is recorded as such and the rest still run. Every result line gets the label, the command and the
+commit; a compact summary goes to stdout as each run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commit() -> str:
+    """HEAD of this checkout; $UCF3D_COMMIT where the tree travelled without its .git."""
+    if os.environ.get("UCF3D_COMMIT"):
+        return os.environ["UCF3D_COMMIT"]
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)  # fmt: skip
+    return out.stdout.strip() or "unknown"
+
+
+def _summary(r: dict) -> str:
+    if r.get("bench") == "feed":
+        f, u = r["fed"], r["unfed"]
+        return (f"{r['label']}: fed {f['clips_per_s']} / unfed {u['clips_per_s']} = "
+                f"{r['fed_vs_unfed']}, wait {f['data_wait_pct']} %, "
+                f"NVDEC {f.get('nvdec_util_mean')} %, SM {f.get('sm_util_mean')} %, "
+                f"cores {f['cpu_cores_used']}")  # fmt: skip
+    if r.get("bench") == "loader":
+        return f"{r['label']}: loader alone {r['clips_per_s']} clips/s"
+    return f"{r['label']}: {r.get('error', r)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("plan", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("common", nargs="*", help="options added to every run (after --)")
+    a = ap.parse_args()
+    commit = _commit()
+    for line in a.plan.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        label, *args = shlex.split(line)
+        cmd = [sys.executable, str(ROOT / "cli.py"), "bench", *args, *a.common]
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode == 0 and lines:
+                r = json.loads(lines[-1])
+            else:
+                r = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        except subprocess.TimeoutExpired:
+            r = {"error": f"timed out after {a.timeout} s"}
+        r.update(label=label, command=" ".join(["ucf3d", "bench", *args, *a.common]),
+                 commit=commit, run_s=round(time.time() - t0, 1))  # fmt: skip
+        with a.out.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(_summary(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
