@@ -49,14 +49,14 @@ def main() -> None:
     ap.add_argument("plan", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--timeout", type=float, default=120)
-    ap.add_argument("common", nargs="*", help="options added to every run (after --)")
-    a = ap.parse_args()
+    a, common = ap.parse_known_args()  # the rest (after --): options added to every run
+    common = [c for c in common if c != "--"]
     commit = _commit()
     for line in a.plan.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         label, *args = shlex.split(line)
-        cmd = [sys.executable, str(ROOT / "cli.py"), "bench", *args, *a.common]
+        cmd = [sys.executable, str(ROOT / "cli.py"), "bench", *args, *common]
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
@@ -67,7 +67,7 @@ def main() -> None:
                 r = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
         except subprocess.TimeoutExpired:
             r = {"error": f"timed out after {a.timeout} s"}
-        r.update(label=label, command=" ".join(["ucf3d", "bench", *args, *a.common]),
+        r.update(label=label, command=" ".join(["ucf3d", "bench", *args, *common]),
                  commit=commit, run_s=round(time.time() - t0, 1))  # fmt: skip
         with a.out.open("a") as f:
             f.write(json.dumps(r) + "\n")
