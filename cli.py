@@ -324,6 +324,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--stream", type=click.Choice(["side", "default"]), default="side",
               show_default=True, help="side: steps on a non-blocking stream (as ucf3d train).")
 @click.option("--graph", is_flag=True, help="PyTorch stand-in: CUDA-graph the step.")
+@click.option("--cuda-sync", type=click.Choice(["auto", "spin", "yield", "blocking"]),
+              default="blocking", show_default=True,
+              help="How host threads wait for the GPU (the CUDA context's scheduling flag).")
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""

@@ -47,6 +47,7 @@ class FeedConfig:
     in_flight: int = 2
     stream: str = "side"
     graph: bool = False  # torch stand-in: CUDA-graph the step
+    cuda_sync: str = "blocking"  # how waiting host threads wait for the GPU (loader.cudasync)
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -69,7 +70,10 @@ class Consumer:
 
 def run_feed(cfg: FeedConfig) -> dict:
     """Measure unfed and fed; the dict is what `ucf3d bench feed` prints as one JSON line."""
-    consumer = _consumer(cfg)
+    from loader.cudasync import set_schedule
+
+    sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
+    consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
     lc = cfg.loader
     result: dict[str, Any] = {
         "bench": "feed",
@@ -81,6 +85,7 @@ def run_feed(cfg: FeedConfig) -> dict:
         "stream": cfg.stream,
         "graph": cfg.graph,
         "in_flight": cfg.in_flight,
+        "cuda_sync": sync,
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
     }
     with consumer.stream():
