@@ -40,8 +40,8 @@ def set_schedule(mode: str, device_id: int = 0) -> str:
     flags, active = ctypes.c_uint(), ctypes.c_int()
     get_state = cuda.cuDevicePrimaryCtxGetState
     if get_state(dev, ctypes.byref(flags), ctypes.byref(active)) == 0 and not active.value:
-        setter = getattr(cuda, "cuDevicePrimaryCtxSetFlags_v2", None) or getattr(
-            cuda, "cuDevicePrimaryCtxSetFlags"
+        setter = (
+            getattr(cuda, "cuDevicePrimaryCtxSetFlags_v2", None) or cuda.cuDevicePrimaryCtxSetFlags
         )
         new = (flags.value & ~_MASK) | SCHEDULES[mode]
         if setter(dev, ctypes.c_uint(new)) != 0:
