@@ -325,8 +325,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
               show_default=True, help="side: steps on a non-blocking stream (as ucf3d train).")
 @click.option("--graph", is_flag=True, help="PyTorch stand-in: CUDA-graph the step.")
 @click.option("--cuda-sync", type=click.Choice(["auto", "spin", "yield", "blocking"]),
-              default="blocking", show_default=True,
-              help="How host threads wait for the GPU (the CUDA context's scheduling flag).")
+              default="auto", show_default=True,
+              help="How host threads wait for the GPU (the CUDA context's scheduling flag; "
+              "blocking frees cores but fed the step worse on an H200: docs/BENCHMARKS.md).")
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""

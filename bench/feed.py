@@ -47,7 +47,7 @@ class FeedConfig:
     in_flight: int = 2
     stream: str = "side"
     graph: bool = False  # torch stand-in: CUDA-graph the step
-    cuda_sync: str = "blocking"  # how waiting host threads wait for the GPU (loader.cudasync)
+    cuda_sync: str = "auto"  # how waiting host threads wait for the GPU (loader.cudasync)
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
