@@ -290,8 +290,10 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--model", "model_name", default="r3d18", show_default=True,
               help="r3d10 ... r3d200, or tiny (R3D-10 layout at widths 8-16-32-64, for demos).")
 @click.option("--depth", type=click.Choice(_DEPTHS), help="Shorthand for --model r3d<DEPTH>.")
-@click.option("--shortcut", type=click.Choice(["A", "B"]),
-              help="Residual shortcut: A (zero-pad, default up to depth 34) or B (1x1x1 conv).")
+@click.option("--shortcut", type=click.Choice(["A", "A-hara", "B"]),
+              help="Residual shortcut: A (zero-padded identity, gradient flows through it, He et "
+                   "al.), A-hara (the same without gradient, as in Hara's code; default up to "
+                   "depth 34) or B (1x1x1 conv, default from 50).")
 @click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
 @click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from train.models import DEPTHS, default_shortcut, model_name
+from train.models import DEPTHS, SHORTCUTS, default_shortcut, model_name
 
 SCHEDULES = ("plateau", "multistep")
 AMP_MODES = ("none", "fp16", "bf16")
@@ -28,7 +28,7 @@ class TrainConfig:
     """Hara et al. CVPR 2018 defaults; num_classes None = read from the split summary."""
 
     model: str = "r3d18"  # registry name (train.models.MODELS)
-    shortcut: str | None = None  # None -> the depth's default (A up to R3D-34, B from R3D-50)
+    shortcut: str | None = None  # None -> the depth's default (train.models.default_shortcut)
     widths: tuple[int, ...] | None = None  # None = 64-128-256-512 (tiny: 8-16-32-64)
     num_classes: int | None = None
     manifests: Path = Path("manifests")
@@ -65,7 +65,7 @@ class TrainConfig:
         if self.shortcut is None:
             object.__setattr__(self, "shortcut", default_shortcut(self.model))
         for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
-                              ("decode", DEVICES), ("shortcut", ("A", "B", None))):  # fmt: skip
+                              ("decode", DEVICES), ("shortcut", SHORTCUTS)):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.schedule == "multistep" and not self.milestones:
