@@ -11,6 +11,7 @@ import ondisk
 MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video: the two eval modes
 DECODES = ("cpu", "gpu")
 DTYPES = ("float32", "float16")
+WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
 # Hara et al.: initial_scale 1, n_scales 5, scale_step 2**-0.25
 HARA_SCALES = (1.0, 2**-0.25, 2**-0.5, 2**-0.75, 0.5)
 ACTIVITYNET_MEAN = (114.77, 107.74, 99.48)  # on 0-255 RGB; CVPR 2018 recipe: no std division
@@ -44,6 +45,7 @@ class LoaderConfig:
     scales: tuple[float, ...] = HARA_SCALES
     flip: bool = True  # train: Hara's random horizontal flip (off for left/right-sensitive classes)
     clips_per_video: int = 3  # clip mode
+    windows: str = "full"  # video mode: "full" windows (the paper) or "hara" (his test loader)
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth
     verify: bool = False  # check each video's sha256 against the manifest when read
@@ -71,7 +73,8 @@ class LoaderConfig:
         self._check()
 
     def _check(self) -> None:
-        choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES}
+        choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
+                   "windows": WINDOWS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -95,6 +98,9 @@ class LoaderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need 3 values each, std > 0")
+        if self.windows == "hara" and self.mode == "video" and self.decode == "gpu":
+            raise ValueError("windows 'hara' loop-pads the last window, which decode='gpu' "
+                             "cannot (whole windows only); use decode='cpu'")  # fmt: skip
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
             raise ValueError(f"scales must be in (0, 1], got {self.scales}")
         rank, world = self.dist()

@@ -164,6 +164,9 @@ def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
         (["--depth", "18", "--model", "tiny"], "give --model or --depth, not both"),
         (["--amp", "fp8"], "'fp8' is not one of"),
         (["--schedule", "multistep"], "needs milestones"),
+        (["--scales", "1,x"], "is not a list of scales in (0, 1]"),
+        (["--scales", "1,1.5"], "is not a list of scales in (0, 1]"),
+        (["--shortcut", "C"], "'C' is not one of 'A', 'A-hara', 'B'"),
     ],
 )
 def test_cli_train_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
