@@ -40,6 +40,10 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (click.ClickException, click.Abort, SystemExit):
             raise
+        except ImportError as e:  # no Paddle (train.install's one-line message); others: a bug
+            if e.name != "paddle" or click.get_current_context().find_root().obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from e
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise

@@ -19,6 +19,7 @@ from paddle.utils import unique_name
 
 from train import checkpoint as ck
 from train.config import TrainConfig, write_json
+from train.install import gpu_build_problem, mixed_install
 from train.models import create_model
 from train.rundir import (
     CONFIG_JSON,
@@ -36,12 +37,14 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
 def use_device(device: str) -> None:
-    """paddle.set_device, failing clearly where this Paddle build has no CUDA."""
-    if device == "gpu" and not paddle.device.is_compiled_with_cuda():
-        raise RuntimeError(
-            f"--device gpu needs a CUDA build of Paddle, this is paddlepaddle {paddle.__version__} "
-            "for CPU; install paddlepaddle-gpu from Paddle's package index, or use --device cpu"
-        )
+    """paddle.set_device, failing clearly where this Paddle build has no CUDA (start-up check)."""
+    if device == "gpu":
+        problem = gpu_build_problem(paddle.device.is_compiled_with_cuda(), paddle.__version__)
+        if problem:
+            raise RuntimeError(problem)
+    mixed = mixed_install()
+    if mixed:
+        log.warning(mixed)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
 
 
