@@ -337,6 +337,10 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--val-from-train", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              metavar="FRACTION",
+              help="Validate (and pick best.pdckpt) on this fraction of the training groups, held "
+                   "out of training; 0: on the test split, as Hara did.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")

@@ -12,6 +12,7 @@ MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video:
 DECODES = ("cpu", "gpu")
 DTYPES = ("float32", "float16")
 WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
+PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
 # Hara et al.: initial_scale 1, n_scales 5, scale_step 2**-0.25
 HARA_SCALES = (1.0, 2**-0.25, 2**-0.5, 2**-0.75, 0.5)
 ACTIVITYNET_MEAN = (114.77, 107.74, 99.48)  # on 0-255 RGB; CVPR 2018 recipe: no std division
@@ -46,6 +47,10 @@ class LoaderConfig:
     flip: bool = True  # train: Hara's random horizontal flip (off for left/right-sensitive classes)
     clips_per_video: int = 3  # clip mode
     windows: str = "full"  # video mode: "full" windows (the paper) or "hara" (his test loader)
+    # Model selection without the test split: hold out this fraction of the subset's UCF groups
+    # (gGG, as the official splits do) and read `part` "kept" (the rest) or "held" (those groups)
+    holdout: float = 0.0
+    part: str = "all"
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth
     verify: bool = False  # check each video's sha256 against the manifest when read
@@ -74,7 +79,7 @@ class LoaderConfig:
 
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
-                   "windows": WINDOWS}  # fmt: skip
+                   "windows": WINDOWS, "part": PARTS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -101,6 +106,9 @@ class LoaderConfig:
         if self.windows == "hara" and self.mode == "video" and self.decode == "gpu":
             raise ValueError("windows 'hara' loop-pads the last window, which decode='gpu' "
                              "cannot (whole windows only); use decode='cpu'")  # fmt: skip
+        if not 0 <= self.holdout < 1 or (self.part == "all") != (self.holdout == 0):
+            raise ValueError(f"holdout {self.holdout} with part {self.part!r}: a fraction in "
+                             "(0, 1) goes with part 'kept' or 'held', 0 with 'all'")  # fmt: skip
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
             raise ValueError(f"scales must be in (0, 1], got {self.scales}")
         rank, world = self.dist()

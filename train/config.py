@@ -20,6 +20,7 @@ STD = (1.0, 1.0, 1.0)
 IDENTITY_FIELDS = (
     "model", "shortcut", "widths", "num_classes", "split", "clip_len", "size", "batch_size",
     "lr", "momentum", "weight_decay", "schedule", "patience", "milestones", "gamma", "seed", "amp",
+    "val_from_train",
 )  # fmt: skip
 
 
@@ -52,6 +53,9 @@ class TrainConfig:
     amp: str = "none"
     checkpoint_every: int = 10
     val_every: int = 1
+    # 0: validate (and pick best.pdckpt) on the test split, as Hara did; f in (0, 1): on this
+    # fraction of the training groups, held out of training (loader.source.held_out_groups)
+    val_from_train: float = 0.0
     log_every: int = 10
     max_steps: int | None = None  # per epoch; None = the whole epoch (short runs for demos/tests)
     max_val_steps: int | None = None
@@ -73,6 +77,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_from_train < 1:
+            raise ValueError(f"val_from_train must be in [0, 1), got {self.val_from_train}")
         if self.size < 32 or self.clip_len < 1:
             raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
         for name in ("manifests", "shards", "run_dir"):

@@ -207,7 +207,8 @@ def build_optimizer(cfg: TrainConfig, model: paddle.nn.Layer):
 
 
 def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
-    """The real DALI loaders: random clips from the train subset, 3 clips per test video for val."""
+    """The real DALI loaders: random clips from the train subset, 3 clips per test video for val
+    (or per video of the held-out training groups, with cfg.val_from_train)."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
 
     common = dict(
@@ -217,8 +218,12 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
-    train = ClipLoader(LoaderConfig(subset="train", mode="train", **common))
-    val = ClipLoader(LoaderConfig(subset="test", mode="clip", **common))
+    val_subset, parts = "test", ("all", "all")
+    if cfg.val_from_train:  # validate on held-out training groups; the test split stays unseen
+        common["holdout"] = cfg.val_from_train
+        val_subset, parts = "train", ("kept", "held")
+    train = ClipLoader(LoaderConfig(subset="train", mode="train", part=parts[0], **common))
+    val = ClipLoader(LoaderConfig(subset=val_subset, mode="clip", part=parts[1], **common))
     return train, val
 
 
