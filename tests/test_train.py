@@ -89,7 +89,7 @@ def test_multistep_schedule_lowers_lr(tmp_path: Path, data) -> None:
 def test_run_dir_of_another_run_is_refused(tmp_path: Path, data) -> None:
     fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
     with pytest.raises(ValueError, match=r"config\.json: run directory holds a different run "
-                       r"\(model: 'tiny' != 'r3d10'\)"):  # fmt: skip
+                       r"\(model: 'tiny' != 'r3d10'; shortcut: 'A' != 'A-hara'\)"):  # fmt: skip
         fit(tiny_cfg(tmp_path / "run", model="r3d10"), train_data=data[0])
     with pytest.raises(ValueError, match=r"last\.pdckpt: .*pass --resume"):
         fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0])
