@@ -40,6 +40,10 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (click.ClickException, click.Abort, SystemExit):
             raise
+        except ImportError as e:  # no Paddle (train.install's one-line message); others: a bug
+            if e.name != "paddle" or click.get_current_context().find_root().obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from e
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
@@ -368,12 +372,27 @@ def _given(ctx: click.Context, name: str) -> bool:
     return src is not None and src != click.core.ParameterSource.DEFAULT
 
 
+def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """--scales 1,0.84,0.71: crop sides as fractions of the short side, each in (0, 1]."""
+    if value is None:
+        return None
+    try:
+        scales = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        scales = []
+    if not scales or not all(0 < v <= 1 for v in scales):
+        raise click.BadParameter(f"{value!r} is not a list of scales in (0, 1], like 1,0.84,0.71")
+    return scales
+
+
 @main.command()
 @click.option("--model", "model_name", default="r3d18", show_default=True,
               help="r3d10 ... r3d200, or tiny (R3D-10 layout at widths 8-16-32-64, for demos).")
 @click.option("--depth", type=click.Choice(_DEPTHS), help="Shorthand for --model r3d<DEPTH>.")
-@click.option("--shortcut", type=click.Choice(["A", "B"]),
-              help="Residual shortcut: A (zero-pad, default up to depth 34) or B (1x1x1 conv).")
+@click.option("--shortcut", type=click.Choice(["A", "A-hara", "B"]),
+              help="Residual shortcut: A (zero-padded identity, gradient flows through it, He et "
+                   "al.), A-hara (the same without gradient, as in Hara's code; default up to "
+                   "depth 34) or B (1x1x1 conv, default from 50).")
 @click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
 @click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",
@@ -406,6 +425,10 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--val-from-train", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              metavar="FRACTION",
+              help="Validate (and pick best.pdckpt) on this fraction of the training groups, held "
+                   "out of training; 0: on the test split, as Hara did.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")
@@ -415,6 +438,12 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--start-align", type=click.IntRange(1), default=1, show_default=True,
               help="Training clip starts on multiples of N frames; N = extract's --gop keeps "
                    "them on keyframes (~20% faster NVDEC, coarser temporal jitter).")
+@click.option("--scales", callback=_scales, metavar="S1,S2,...",
+              help="Training crop sides as fractions of the short side, one drawn per clip "
+                   "(default: Hara's 1, 2^-1/4, 2^-1/2, 2^-3/4, 1/2).")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Random horizontal flip in training (Hara: on; off for classes that differ "
+                   "by direction).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Default: runs/<model>_split<split>.")
 @click.option("--resume", is_flag=True,
@@ -425,6 +454,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
     """Train a 3D ResNet with Hara et al.'s CVPR 2018 recipe (SGD, ReduceLROnPlateau)."""
     import json
 
+    from loader.config import HARA_SCALES
     from train.config import TrainConfig
     from train.loop import fit
     from train.models import model_name
@@ -445,15 +475,17 @@ def train(ctx: click.Context, **opts: Any) -> None:
                                  param_hint="--milestones") from e
     opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
     opts["size"] = opts.pop("clip_size")
-    start_align, cpu_share = opts.pop("start_align"), opts.pop("cpu_share")
+    cpu_share = opts.pop("cpu_share")
     opts["compile"] = opts.pop("compile_")
-    opts["loader_options"] = {"start_align": start_align} if start_align != 1 else {}
+    loader = {"start_align": opts.pop("start_align"), "flip": opts.pop("flip"),
+              "scales": opts.pop("scales") or list(HARA_SCALES)}  # fmt: skip
     if cpu_share is not None:
-        opts["loader_options"]["cpu_share"] = cpu_share
+        loader["cpu_share"] = cpu_share
+    opts["loader_options"] = loader  # the crop and flip used are stored in the run's config
     resume = opts.pop("resume")
     given = {k for k in opts if k in ctx.params and _given(ctx, k)}
-    given |= {"loader_options"} if _given(ctx, "start_align") or cpu_share is not None else set()
     given |= {"compile"} if _given(ctx, "compile_") else set()
+    loader_given = {k: v for k, v in loader.items() if _given(ctx, k)}
     given |= {"model"} if depth or _given(ctx, "model_name") else set()
     given |= {"widths"} if width else set()
     given |= {"size"} if _given(ctx, "clip_size") else set()
@@ -466,6 +498,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
         except (ValueError, TypeError) as e:
             raise ValueError(f"{saved}: unreadable run config ({e}); use another --run-dir") from e
         opts = {**base.to_dict(), **{k: v for k, v in opts.items() if k in given}}
+        opts["loader_options"] = {**base.loader_options, **loader_given}
     try:
         cfg = TrainConfig(**opts)
     except ValueError as e:  # option values that do not fit together
@@ -483,6 +516,9 @@ def train(ctx: click.Context, **opts: Any) -> None:
               help="A checkpoint written by `ucf3d train` (best.pdckpt or last.pdckpt).")
 @click.option("--mode", type=click.Choice(["clip", "video", "both"]), default="both",
               show_default=True, help="clip: 3 clips per video; video: every 16-frame window.")
+@click.option("--windows", type=click.Choice(["full", "hara"]), default="full", show_default=True,
+              help="Video mode: whole 16-frame windows only (the paper), or also the last partial "
+                   "one, loop-padded, as Hara's test loader does (needs --decode cpu).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: <run dir>/eval-<checkpoint name>).")
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path),
@@ -494,13 +530,15 @@ def train(ctx: click.Context, **opts: Any) -> None:
 @click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]))
 @click.option("--threads", "num_threads", type=click.IntRange(1))
 @library_errors
-def eval_(ckpt: Path, mode: str, out: Path | None, device: str, **loader: Any) -> None:
+def eval_(ckpt: Path, mode: str, windows: str, out: Path | None, device: str,
+          **loader: Any) -> None:
     """Clip and video top-1/top-5 of a checkpoint, per-video predictions, confusion matrix."""
     from train.evaluation import EVAL_MODES, evaluate_checkpoint
 
     modes = EVAL_MODES if mode == "both" else (mode,)
     r = evaluate_checkpoint(ckpt, modes=modes, out_dir=out, device=device,
-                            loader_overrides=loader, progress=progress_bar("eval"))
+                            loader_overrides=loader, progress=progress_bar("eval"),
+                            windows=windows)
     parts = [f"{m}: clip top-1 {v['clip_top1']:.4f}, video top-1 {v['video_top1']:.4f} "
              f"top-5 {v['video_top5']:.4f} ({v['videos']} videos)" for m, v in r["modes"].items()]
     click.echo("; ".join(parts) + f" -> {r['files']['eval']}")

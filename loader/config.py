@@ -12,6 +12,8 @@ MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video:
 DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a share of each batch
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
 DTYPES = ("float32", "float16")
+WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
+PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
 # Hara et al.: initial_scale 1, n_scales 5, scale_step 2**-0.25
 HARA_SCALES = (1.0, 2**-0.25, 2**-0.5, 2**-0.75, 0.5)
 ACTIVITYNET_MEAN = (114.77, 107.74, 99.48)  # on 0-255 RGB; CVPR 2018 recipe: no std division
@@ -48,6 +50,11 @@ class LoaderConfig:
     scales: tuple[float, ...] = HARA_SCALES
     flip: bool = True  # train: Hara's random horizontal flip (off for left/right-sensitive classes)
     clips_per_video: int = 3  # clip mode
+    windows: str = "full"  # video mode: "full" windows (the paper) or "hara" (his test loader)
+    # Model selection without the test split: hold out this fraction of the subset's UCF groups
+    # (gGG, as the official splits do) and read `part` "kept" (the rest) or "held" (those groups)
+    holdout: float = 0.0
+    part: str = "all"
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth
     verify: bool = False  # check each video's sha256 against the manifest when read
@@ -79,7 +86,7 @@ class LoaderConfig:
 
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
-                   "output": (None, *OUTPUTS)}  # fmt: skip
+                   "output": (None, *OUTPUTS), "windows": WINDOWS, "part": PARTS}  # fmt: skip
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -105,6 +112,12 @@ class LoaderConfig:
             raise ValueError(f"cpu_share must be in [0, 1), got {self.cpu_share}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need 3 values each, std > 0")
+        if self.windows == "hara" and self.mode == "video" and self.decode == "gpu":
+            raise ValueError("windows 'hara' loop-pads the last window, which decode='gpu' "
+                             "cannot (whole windows only); use decode='cpu'")  # fmt: skip
+        if not 0 <= self.holdout < 1 or (self.part == "all") != (self.holdout == 0):
+            raise ValueError(f"holdout {self.holdout} with part {self.part!r}: a fraction in "
+                             "(0, 1) goes with part 'kept' or 'held', 0 with 'all'")  # fmt: skip
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
             raise ValueError(f"scales must be in (0, 1], got {self.scales}")
         rank, world = self.dist()

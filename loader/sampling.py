@@ -12,7 +12,10 @@ clip in an epoch does not depend on the world size.
 
 Eval: videos are dealt to ranks round-robin in manifest order (every video exactly once over all
 ranks); "clip" takes `clips_per_video` uniformly spaced starts, "video" every non-overlapping
-window (starts 0, T, 2T, ... while start + T <= n; one loop-padded window when n < T).
+window (starts 0, T, 2T, ... while start + T <= n; one loop-padded window when n < T). With
+`windows="hara"`, video mode scores what Hara's test loader does: windows start at 0, T, 2T, ...
+while start < n - 1 (ceil((n - 1) / T) of them), and the trailing partial one is loop-padded from
+its own frames (his LoopPadding), so it also covers a video's last frames.
 """
 
 from __future__ import annotations
@@ -74,6 +77,13 @@ def _frames(start: np.ndarray, n: np.ndarray, clip_len: int) -> np.ndarray:
     return ((start[:, None] + np.arange(clip_len)[None, :]) % n[:, None]).astype(np.int32)
 
 
+def _window_frames(start: np.ndarray, n: np.ndarray, clip_len: int) -> np.ndarray:
+    """Frames start.. of each window, a partial window loop-padded from its own frames (Hara's
+    LoopPadding); the same as _frames wherever the window is whole or starts at 0."""
+    own = np.minimum(n - start, clip_len)  # frames the window really has
+    return (start[:, None] + np.arange(clip_len)[None, :] % own[:, None]).astype(np.int32)
+
+
 def train_order(n_videos: int, seed: int, epoch: int) -> np.ndarray:
     """The epoch's permutation of the whole training set (same on every rank)."""
     return np.random.default_rng([seed, epoch, 0]).permutation(n_videos)
@@ -113,11 +123,19 @@ def train_plan(
     return mine
 
 
-def eval_starts(n: int, mode: str, clip_len: int, clips_per_video: int) -> list[int]:
-    """Clip starts for one video of n frames: Hara's uniformly spaced clips, or every window."""
+def eval_starts(
+    n: int, mode: str, clip_len: int, clips_per_video: int, windows: str = "full"
+) -> list[int]:
+    """Clip starts for one video of n frames: Hara's uniformly spaced clips, or every window.
+
+    windows="hara" (video mode): his test loader's `range(1, n, T)` on 1-based frames, i.e.
+    ceil((n - 1) / T) windows, the last one partial; a 1-frame video still gets one.
+    """
     if mode == "clip":
         last = max(n - clip_len, 0)
         return [int(round(x)) for x in np.linspace(0, last, clips_per_video)]
+    if windows == "hara":
+        return list(range(0, max(n - 1, 1), clip_len))
     if n < clip_len:
         return [0]
     return list(range(0, n - clip_len + 1, clip_len))
@@ -135,14 +153,16 @@ def eval_plan(
     videos = np.arange(rank, len(n_frames), world)
     index, clip, start = [], [], []
     for v in videos:
-        starts = eval_starts(int(n_frames[v]), cfg.mode, cfg.clip_len, cfg.clips_per_video)
+        starts = eval_starts(
+            int(n_frames[v]), cfg.mode, cfg.clip_len, cfg.clips_per_video, cfg.windows
+        )
         index += [v] * len(starts)
         clip += range(len(starts))
         start += starts
     plan = np.zeros(len(index), request_dtype(cfg.clip_len))
     idx = np.asarray(index, np.int64)
     plan["index"], plan["clip"], plan["start"] = idx, clip, start
-    plan["frames"] = _frames(
+    plan["frames"] = _window_frames(
         plan["start"].astype(np.int64), np.asarray(n_frames)[idx], cfg.clip_len
     )
     plan["scale"] = 1.0

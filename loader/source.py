@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,40 @@ class Dataset:
         return self.shards_dir / self.records[index].shard
 
 
+def held_out_groups(keys: list[str], fraction: float) -> set[str]:
+    """The groups held out of `keys` for model selection: round(fraction x groups), at least one.
+
+    A group is UCF's gGG of v_<Class>_gGG_cCC (the same scene or actor; the official splits hold
+    out whole groups, so a video's neighbours never sit on both sides); a key without one is its
+    own group. The choice is seeded: the same keys and fraction always give the same groups.
+    """
+    groups = sorted({_group(k) for k in keys})
+    n = min(max(round(fraction * len(groups)), 1), len(groups) - 1)
+    if n < 1:
+        raise LoaderError(f"cannot hold out {fraction} of {len(groups)} group(s): need two or more")
+    picked = np.random.default_rng(0).choice(len(groups), n, replace=False)
+    return {groups[i] for i in picked}
+
+
+def _group(key: str) -> str:
+    m = re.search(r"_(g\d+)_c\d+$", key)
+    return m.group(1) if m else key
+
+
+def select_part(
+    records: list[ondisk.ManifestRecord], cfg: LoaderConfig
+) -> list[ondisk.ManifestRecord]:
+    """cfg.part of the records: all, or those outside / inside the held-out groups."""
+    if cfg.part == "all":
+        return records
+    held = held_out_groups([r.key for r in records], cfg.holdout)
+    return [r for r in records if (_group(r.key) in held) == (cfg.part == "held")]
+
+
 def load_dataset(cfg: LoaderConfig) -> Dataset:
     """Read the manifest and summary, and each video's height/width from its shard's meta.i32."""
     summary = ondisk.read_summary(cfg.summary_path)
-    records = ondisk.read_manifest(cfg.manifest_path)
+    records = select_part(ondisk.read_manifest(cfg.manifest_path), cfg)
     if cfg.shards is not None:
         shards_dir = cfg.shards
     else:  # relative to the summary's own folder (ondisk contract)
@@ -75,8 +106,9 @@ def load_dataset(cfg: LoaderConfig) -> Dataset:
         bad = records[int(np.argmin(n_frames))]
         raise LoaderError(f"{shards_dir / bad.shard}: sample {bad.key}: no frames")
     log.info(
-        "%s: %d videos in %d shards under %s",
+        "%s%s: %d videos in %d shards under %s",
         cfg.manifest_path.name,
+        "" if cfg.part == "all" else f" ({cfg.part} of holdout {cfg.holdout:g})",
         len(records),
         len({r.shard for r in records}),
         shards_dir,

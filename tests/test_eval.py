@@ -110,6 +110,9 @@ def test_evaluate_checkpoint_writes_everything(trained, tmp_path: Path) -> None:
     assert Path(r["files"]["video"]["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(Path(r["files"]["eval"]).read_text())
     assert set(saved["per_class"]) == set(CLASSES[:4]) and saved["epoch"] == 1
+    assert saved["windows"] == "full"  # which video-mode windows were scored
+    with pytest.raises(ValueError, match="unknown windows 'all'; valid: full, hara"):
+        evaluate_checkpoint(ckpt, data=data, out_dir=tmp_path / "ev2", windows="all")
 
 
 def test_evaluate_checkpoint_default_out_dir(trained) -> None:

@@ -103,6 +103,23 @@ def test_eval_covers_every_video_once(world: dict, mode: str, world_size: int) -
     assert sum(seen.values()) == sum((3 if mode == "clip" else max(n // 16, 1)) for n in LENGTHS)
 
 
+def test_hara_windows_decode_the_loop_padded_tail(world: dict) -> None:
+    """windows="hara": each video once, ceil((n-1)/16) windows, the last one padded from itself."""
+    with make(world, mode="video", subset="test", windows="hara", seed=7) as loader:
+        plan = loader.plan(0)
+        got, keys, pos = [], [], 0
+        for b in loader.epoch(0):
+            got += read_clip_indices(b, plan[pos : pos + len(b.keys)], loader)
+            keys += b.keys
+            pos += len(b.keys)
+    assert got == plan["frames"].tolist()
+    counts = Counter(keys)
+    for key, n in zip((r.key for r in world["records"]), LENGTHS, strict=True):
+        assert counts[key] == max(-(-(n - 1) // 16), 1), key
+    tail = got[keys.index(world["records"][0].key) + 1]  # 20 frames: windows at 0 and 16
+    assert tail == [16, 17, 18, 19] * 4
+
+
 def test_same_seed_same_clips(world: dict) -> None:
     def first_epoch(seed: int) -> tuple[list[str], np.ndarray]:
         with make(world, seed=seed) as loader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -106,6 +107,42 @@ def test_eval_plan_every_video_once_in_order() -> None:
     assert videos == list(range(len(N)))
     assert len(plan) == sum(max(n // 16, 1) for n in N)
     assert (plan["flip"] == 0).all() and (plan["corner"] == 0).all()
+
+
+def test_hara_windows_count_as_his_test_loader() -> None:
+    """Hara's `range(1, n_frames, 16)`: ceil((n - 1) / 16) windows (one for a 1-frame video)."""
+    for n in range(1, 120):
+        starts = eval_starts(n, "video", 16, 3, windows="hara")
+        assert len(starts) == max(math.ceil((n - 1) / 16), 1)
+        assert starts == [j - 1 for j in range(1, max(n, 2), 16)]  # his 1-based frame numbers
+        assert eval_starts(n, "video", 16, 3) == (list(range(0, n - 15, 16)) if n >= 16 else [0])
+
+
+def test_hara_windows_plan_every_video_once_tail_loop_padded() -> None:
+    plan = epoch_plan(cfg(mode="video", subset="test", windows="hara"), N, H, W, 0)
+    videos = list(dict.fromkeys(plan["index"].tolist()))
+    assert videos == list(range(len(N)))  # each video once, in order, its windows together
+    assert Counter(plan["index"].tolist()) == {
+        v: max(math.ceil((n - 1) / 16), 1) for v, n in enumerate(N.tolist())
+    }
+    for row in plan:
+        n, start = int(N[row["index"]]), int(row["start"])
+        own = list(range(start, min(n, start + 16)))  # the window's real frames, then repeated
+        assert row["frames"].tolist() == [own[i % len(own)] for i in range(16)]
+    tail = plan[plan["index"] == 0][-1]  # 40 frames: windows at 0, 16, 32; the last has 8
+    assert tail["frames"].tolist() == [*range(32, 40), *range(32, 40)]
+    full = epoch_plan(cfg(mode="video", subset="test"), N, H, W, 0)
+    for row in full:  # whole windows are the same in both, partial ones only in "hara"
+        same = plan[(plan["index"] == row["index"]) & (plan["start"] == row["start"])]
+        assert same["frames"].tolist() == [row["frames"].tolist()]
+
+
+def test_hara_windows_need_cpu_decode() -> None:
+    with pytest.raises(ValueError, match="windows 'hara' .* use decode='cpu'"):
+        cfg(mode="video", subset="test", windows="hara", decode="gpu")
+    cfg(mode="clip", subset="test", windows="hara", decode="gpu")  # only video mode has windows
+    with pytest.raises(ValueError, match="windows must be one of full, hara"):
+        cfg(windows="all")
 
 
 def test_hara_corner_roi() -> None:

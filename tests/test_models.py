@@ -17,14 +17,33 @@ from train.models import (
 SMALL = (8, 16, 32, 64)
 
 
-@pytest.mark.parametrize(("shortcut", "millions"), [("A", 33.08), ("B", 33.26)])
-def test_r3d18_parameter_count_matches_paper(shortcut: str, millions: float) -> None:
+@pytest.mark.parametrize(
+    ("shortcut", "params"), [("A", 33_081_893), ("A-hara", 33_081_893), ("B", 33_255_717)]
+)
+def test_r3d18_parameter_count_matches_paper(shortcut: str, params: int) -> None:
     model = create_model(18, 101, shortcut=shortcut)
-    assert round(count_parameters(model) / 1e6, 2) == millions
+    assert count_parameters(model) == params  # the paper's 33.1 M (A) and 33.3 M (B)
+
+
+@pytest.mark.parametrize(("shortcut", "through"), [("A", True), ("A-hara", False)])
+def test_gradient_through_downsampling_shortcuts(shortcut: str, through: bool) -> None:
+    """He's A passes the gradient through the zero-padded identity; Hara's (out.data) does not."""
+    model = create_model(18, 5, shortcut=shortcut, widths=SMALL)
+    blocks = [model.layer2[0], model.layer3[0], model.layer4[0]]  # the three that downsample
+    for block, cin in zip(blocks, SMALL[:3], strict=True):
+        x = paddle.randn([2, cin, 4, 8, 8])  # (N, C, T, H, W)
+        x.stop_gradient = False
+        y = block.shortcut(x)
+        assert y.shape == [2, 2 * cin, 2, 4, 4]
+        (y.sum() + 0.0 * x.sum()).backward()  # the second term gives x a gradient either way
+        assert (float(paddle.abs(x.grad).sum()) > 0) == through
+    # the residual branches still reach every parameter, also with the detached shortcuts
+    model(paddle.randn([1, 3, 16, 32, 32])).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if not p.stop_gradient)
 
 
 def test_default_shortcuts() -> None:
-    assert [default_shortcut(d) for d in DEPTHS] == ["A", "A", "A", "B", "B", "B", "B"]
+    assert [default_shortcut(d) for d in DEPTHS] == ["A-hara"] * 3 + ["B"] * 4
     assert default_shortcut("tiny") == "A"
     # shortcut A adds no parameters: R3D-18 A minus its fc equals the conv/BN trunk
     a, b = create_model(18, 10, "A", SMALL), create_model(18, 10, "B", SMALL)
@@ -73,7 +92,7 @@ def test_unknown_model_lists_choices(bad: object) -> None:
 
 
 def test_bad_shortcut_and_classes() -> None:
-    with pytest.raises(ValueError, match="valid choices: A, B"):
+    with pytest.raises(ValueError, match="valid choices: A, A-hara, B"):
         create_model(18, 10, shortcut="C")
     with pytest.raises(ValueError, match="num_classes"):
         create_model(18, 0)

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-NO_RUFF = "ruff not installed: pip install -e '.[test]'"
+NO_RUFF = "ruff not installed: pip install -e '.[cpu,test]'"
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason=NO_RUFF)

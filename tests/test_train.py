@@ -118,7 +118,7 @@ def test_multistep_schedule_lowers_lr(tmp_path: Path, data) -> None:
 def test_run_dir_of_another_run_is_refused(tmp_path: Path, data) -> None:
     fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
     with pytest.raises(ValueError, match=r"config\.json: run directory holds a different run "
-                       r"\(model: 'tiny' != 'r3d10'\)"):  # fmt: skip
+                       r"\(model: 'tiny' != 'r3d10'; shortcut: 'A' != 'A-hara'\)"):  # fmt: skip
         fit(tiny_cfg(tmp_path / "run", model="r3d10"), train_data=data[0])
     with pytest.raises(ValueError, match=r"last\.pdckpt: .*pass --resume"):
         fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0])
@@ -193,6 +193,9 @@ def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
         (["--depth", "18", "--model", "tiny"], "give --model or --depth, not both"),
         (["--amp", "fp8"], "'fp8' is not one of"),
         (["--schedule", "multistep"], "needs milestones"),
+        (["--scales", "1,x"], "is not a list of scales in (0, 1]"),
+        (["--scales", "1,1.5"], "is not a list of scales in (0, 1]"),
+        (["--shortcut", "C"], "'C' is not one of 'A', 'A-hara', 'B'"),
     ],
 )
 def test_cli_train_bad_options(args: list[str], message: str, tmp_path: Path) -> None:

@@ -34,6 +34,12 @@ def test_fit_and_evaluate_from_the_dali_loader(prepared, tmp_path: Path) -> None
     assert r["modes"]["video"]["clips"] >= n_test
     preds = json.loads(Path(r["files"]["video"]["predictions"]).read_text())["videos"]
     assert len(preds) == n_test  # the last video too
+    n = [json.loads(ln)["n_frames"] for ln in prepared.test_manifest.read_text().splitlines()]
+    assert r["windows"] == "full" and r["modes"]["video"]["clips"] == sum(f // 16 for f in n)
+    h = evaluate_checkpoint(run / ck.LAST, modes=("video",), windows="hara", out_dir=run / "h")
+    assert h["modes"]["video"]["videos"] == n_test
+    assert h["modes"]["video"]["clips"] == sum(-(-(f - 1) // 16) for f in n)  # ceil((n-1)/16)
+    assert json.loads((run / "h" / "eval.json").read_text())["windows"] == "hara"
 
 
 def test_predict_preprocessing_matches_the_loader(prepared) -> None:
@@ -65,22 +71,29 @@ def test_cli_train_resume_eval_export_predict(prepared, tmp_path: Path) -> None:
     runner = CliRunner()
     args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "1",
             "--max-steps", "2", "--max-val-steps", "1", "--threads", "2", "--start-align", "8",
+            "--scales", "1,0.5", "--no-flip",
             "--manifests", str(prepared.manifests), "--shards", str(prepared.shards),
             "--run-dir", str(run)]  # fmt: skip
     res = runner.invoke(cli.main, args)
     assert res.exit_code == 0, res.output
     assert "trained tiny to epoch 1" in res.output
     saved = json.loads((run / "config.json").read_text())
-    assert saved["loader_options"] == {"start_align": 8}  # reaches the loader, kept on resume
-    res = runner.invoke(cli.main, ["train", "--resume", "--run-dir", str(run), "--epochs", "2"])
+    want = {"start_align": 8, "scales": [1.0, 0.5], "flip": False}
+    assert saved["loader_options"] == want  # reaches the loader, kept on resume
+    res = runner.invoke(cli.main, ["train", "--resume", "--run-dir", str(run), "--epochs", "2",
+                                   "--flip"])  # fmt: skip
     assert res.exit_code == 0, res.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["loader_options"] == {**want, "flip": True}  # only what was given changes
     assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [
         1, 2,
     ]  # fmt: skip
     assert "resumed" in (run / "train.log").read_text()
-    res = runner.invoke(cli.main, ["eval", "--ckpt", str(run / "last.pdckpt"), "--mode", "video"])
+    res = runner.invoke(cli.main, ["eval", "--ckpt", str(run / "last.pdckpt"), "--mode", "video",
+                                   "--windows", "hara"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (run / "eval-last" / "confusion_video.png").is_file()
+    assert json.loads((run / "eval-last" / "eval.json").read_text())["windows"] == "hara"
     res = runner.invoke(cli.main, ["export", "--ckpt", str(run / "best.pdckpt"), "--out",
                                    str(tmp_path / "export")])  # fmt: skip
     assert res.exit_code == 0, res.output

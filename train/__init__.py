@@ -2,6 +2,12 @@
 
 import warnings
 
+from train.install import require_paddle
+
+# Paddle is not a core dependency (train/install.py): without it, say so in one line, naming the
+# CPU and the CUDA distribution, before any module below fails on `import paddle`.
+require_paddle()
+
 # Paddle warns on every import that no C++ compiler cache exists, and on every BatchNorm forward in
 # training mode that it tracks running statistics; neither concerns users of this package.
 warnings.filterwarnings("ignore", message="No ccache found")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from train.models import DEPTHS, default_shortcut, model_name
+from train.models import DEPTHS, SHORTCUTS, default_shortcut, model_name
 
 SCHEDULES = ("plateau", "multistep")
 AMP_MODES = ("none", "fp16", "bf16")
@@ -21,6 +21,7 @@ STD = (1.0, 1.0, 1.0)
 IDENTITY_FIELDS = (
     "model", "shortcut", "widths", "num_classes", "split", "clip_len", "size", "batch_size",
     "lr", "momentum", "weight_decay", "schedule", "patience", "milestones", "gamma", "seed", "amp",
+    "val_from_train",
 )  # fmt: skip
 
 
@@ -29,7 +30,7 @@ class TrainConfig:
     """Hara et al. CVPR 2018 defaults; num_classes None = read from the split summary."""
 
     model: str = "r3d18"  # registry name (train.models.MODELS)
-    shortcut: str | None = None  # None -> the depth's default (A up to R3D-34, B from R3D-50)
+    shortcut: str | None = None  # None -> the depth's default (train.models.default_shortcut)
     widths: tuple[int, ...] | None = None  # None = 64-128-256-512 (tiny: 8-16-32-64)
     num_classes: int | None = None
     manifests: Path = Path("manifests")
@@ -54,6 +55,9 @@ class TrainConfig:
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
     checkpoint_every: int = 10
     val_every: int = 1
+    # 0: validate (and pick best.pdckpt) on the test split, as Hara did; f in (0, 1): on this
+    # fraction of the training groups, held out of training (loader.source.held_out_groups)
+    val_from_train: float = 0.0
     log_every: int = 10
     max_steps: int | None = None  # per epoch; None = the whole epoch (short runs for demos/tests)
     max_val_steps: int | None = None
@@ -67,7 +71,7 @@ class TrainConfig:
         if self.shortcut is None:
             object.__setattr__(self, "shortcut", default_shortcut(self.model))
         for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
-                              ("decode", DECODES), ("shortcut", ("A", "B", None))):  # fmt: skip
+                              ("decode", DECODES), ("shortcut", SHORTCUTS)):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.schedule == "multistep" and not self.milestones:
@@ -75,6 +79,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_from_train < 1:
+            raise ValueError(f"val_from_train must be in [0, 1), got {self.val_from_train}")
         if self.size < 32 or self.clip_len < 1:
             raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
         for name in ("manifests", "shards", "run_dir"):

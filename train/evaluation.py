@@ -45,6 +45,7 @@ def evaluate_checkpoint(
     loader_overrides: dict[str, Any] | None = None,
     max_steps: int | None = None,
     progress: Callable[[int], None] | None = None,
+    windows: str = "full",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test subset; writes eval.json, predictions_<mode>.json and
     confusion_<mode>.png to out_dir (default: <run dir>/eval-<checkpoint name>) and returns
@@ -52,11 +53,17 @@ def evaluate_checkpoint(
 
     data maps mode -> clip source (tests); otherwise the DALI loader is opened per mode with
     the checkpoint's data settings, updated by loader_overrides (manifests, shards, batch_size...).
+    windows: video mode's "full" windows (the paper's protocol) or "hara" (his test loader's, the
+    last partial window loop-padded); recorded in eval.json.
     """
+    from loader.config import WINDOWS  # a light module: no DALI, no Paddle
+
     ckpt = Path(ckpt)
     for m in modes:
         if m not in EVAL_MODES:
             raise ValueError(f"unknown eval mode {m!r}; valid: {', '.join(EVAL_MODES)}")
+    if windows not in WINDOWS:
+        raise ValueError(f"unknown windows {windows!r}; valid: {', '.join(WINDOWS)}")
     use_device(device)
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
@@ -65,11 +72,13 @@ def evaluate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "checkpoint": str(ckpt), "model": cfg.model, "epoch": int(state["epoch"]),
-        "split": cfg.split, "num_classes": len(classes), "modes": {}, "files": {},
+        "split": cfg.split, "num_classes": len(classes), "windows": windows, "modes": {},
+        "files": {},
     }  # fmt: skip
     model = None
     for mode in modes:
-        source = (data or {}).get(mode) or open_eval_loader(cfg, mode, loader_overrides or {})
+        overrides = {**(loader_overrides or {}), "windows": windows}
+        source = (data or {}).get(mode) or open_eval_loader(cfg, mode, overrides)
         if list(source.classes) != classes:
             raise ck.CheckpointError(
                 f"{ckpt}: trained on {len(classes)} classes, the test data has "

@@ -19,6 +19,7 @@ from paddle.utils import unique_name
 
 from train import checkpoint as ck
 from train.config import TrainConfig, write_json
+from train.install import gpu_build_problem, mixed_install
 from train.models import create_model
 from train.rundir import (
     CONFIG_JSON,
@@ -56,12 +57,14 @@ def compute_stream(device: str) -> Iterator[None]:
 
 
 def use_device(device: str) -> None:
-    """paddle.set_device, failing clearly where this Paddle build has no CUDA."""
-    if device == "gpu" and not paddle.device.is_compiled_with_cuda():
-        raise RuntimeError(
-            f"--device gpu needs a CUDA build of Paddle, this is paddlepaddle {paddle.__version__} "
-            "for CPU; install paddlepaddle-gpu from Paddle's package index, or use --device cpu"
-        )
+    """paddle.set_device, failing clearly where this Paddle build has no CUDA (start-up check)."""
+    if device == "gpu":
+        problem = gpu_build_problem(paddle.device.is_compiled_with_cuda(), paddle.__version__)
+        if problem:
+            raise RuntimeError(problem)
+    mixed = mixed_install()
+    if mixed:
+        log.warning(mixed)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
 
 
@@ -257,7 +260,8 @@ def build_optimizer(cfg: TrainConfig, model: paddle.nn.Layer):
 
 
 def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
-    """The real DALI loaders: random clips from the train subset, 3 clips per test video for val."""
+    """The real DALI loaders: random clips from the train subset, 3 clips per test video for val
+    (or per video of the held-out training groups, with cfg.val_from_train)."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
 
     common = dict(
@@ -267,8 +271,12 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
-    train = ClipLoader(LoaderConfig(subset="train", mode="train", **common))
-    val = ClipLoader(LoaderConfig(subset="test", mode="clip", **common))
+    val_subset, parts = "test", ("all", "all")
+    if cfg.val_from_train:  # validate on held-out training groups; the test split stays unseen
+        common["holdout"] = cfg.val_from_train
+        val_subset, parts = "train", ("kept", "held")
+    train = ClipLoader(LoaderConfig(subset="train", mode="train", part=parts[0], **common))
+    val = ClipLoader(LoaderConfig(subset=val_subset, mode="clip", part=parts[1], **common))
     return train, val
 
 

@@ -9,7 +9,9 @@ import paddle.nn as nn
 
 WIDTHS = (64, 128, 256, 512)  # stage widths of the paper (times block expansion at the output)
 TINY_WIDTHS = (8, 16, 32, 64)
-SHORTCUTS = ("A", "B")
+# A: zero-padded identity (He et al.'s option A); A-hara: the same, without gradient through it, as
+# in Hara's CVPR 2018 code; B: 1x1x1 convolution + BatchNorm.
+SHORTCUTS = ("A", "A-hara", "B")
 
 
 def conv3x3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv3D:
@@ -21,21 +23,24 @@ def conv1x1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv3D:
 
 
 class ShortcutA(nn.Layer):
-    """Parameter-free shortcut: strided identity plus zero channels (Hara's downsample_basic_block).
+    """Parameter-free shortcut: strided identity plus zero channels.
 
-    Hara's PyTorch code builds the padded tensor from `out.data`, which cuts the gradient through
-    the shortcut; here the gradient flows through the identity part, as in He et al.'s option A.
+    detach=False (shortcut "A"): He et al.'s option A; the gradient flows through the identity
+    part. detach=True ("A-hara"): Hara's downsample_basic_block, which builds the padded tensor
+    from `out.data`, so no gradient flows back through the shortcut. The forward pass is the same.
     """
 
-    def __init__(self, cout: int, stride: int) -> None:
+    def __init__(self, cout: int, stride: int, detach: bool = False) -> None:
         super().__init__()
-        self.cout, self.stride = cout, stride
+        self.cout, self.stride, self.detach = cout, stride, detach
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         # (N, C, T, H, W) -> (N, cout, T/s, H/s, W/s)
         s = self.stride
         if s != 1:
             x = x[:, :, ::s, ::s, ::s]
+        if self.detach:
+            x = x.detach()
         pad = self.cout - x.shape[1]
         if pad <= 0:
             return x
@@ -46,8 +51,8 @@ class ShortcutA(nn.Layer):
 def make_shortcut(kind: str, cin: int, cout: int, stride: int) -> nn.Layer | None:
     if stride == 1 and cin == cout:
         return None
-    if kind == "A":
-        return ShortcutA(cout, stride)
+    if kind in ("A", "A-hara"):
+        return ShortcutA(cout, stride, detach=kind == "A-hara")
     return nn.Sequential(conv1x1x1(cin, cout, stride), nn.BatchNorm3D(cout))
 
 
@@ -167,11 +172,15 @@ DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int
 
 
 def default_shortcut(name_or_depth: str | int) -> str:
-    """A for the BasicBlock nets (Hara's released R10-R34, tiny), B for Bottleneck nets (R50+)."""
+    """A-hara for the BasicBlock nets (R10-R34, as Hara trained them), B for Bottleneck nets (R50+).
+
+    The training defaults reproduce Hara's CVPR 2018 code, so R10-R34 get his detached shortcut
+    A. tiny is the demo's network, not a reproduction: it keeps He et al.'s A.
+    """
     name = model_name(name_or_depth)
     if name == "tiny":
         return "A"
-    return "A" if DEPTHS[int(name.removeprefix("r3d"))][0] is BasicBlock else "B"
+    return "A-hara" if DEPTHS[int(name.removeprefix("r3d"))][0] is BasicBlock else "B"
 
 
 def _resnet3d(depth: int, num_classes: int, shortcut: str | None, widths: Sequence[int] | None):
@@ -246,7 +255,8 @@ def create_model(
     shortcut: str | None = None,
     widths: Sequence[int] | None = None,
 ) -> ResNet3D:
-    """Build a registered model; shortcut None picks the depth's default (A up to 34, B from 50)."""
+    """Build a registered model; shortcut None picks the depth's default (A-hara up to 34, B from
+    50, A for tiny)."""
     if shortcut is not None and shortcut not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {shortcut!r}; valid choices: {', '.join(SHORTCUTS)}")
     if num_classes < 1:

@@ -216,6 +216,8 @@ def _result_lines(run_dir: Path, result: dict[str, Any], eval_dir: Path,
         "|---|---|---|---|---|---|---|",
     ]
     about = {"clip": "clip (3 clips per video)", "video": "video (every 16-frame window)"}
+    if result.get("windows") == "hara":
+        about["video"] = "video (every 16-frame window, the last one loop-padded as in Hara's code)"
     for mode, m in modes.items():
         lines.append(
             f"| {about.get(mode, mode)} | {m['clips']} | {m['videos']} | {_pct(m['clip_top1'])} "
