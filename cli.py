@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,12 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (click.ClickException, click.Abort, SystemExit):
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C: the shell convention, 128 + SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs: no traceback mid-exit
+            if click.get_current_context().find_root().obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Interrupted{': ' + str(e) if str(e) else '.'}", err=True)
+            sys.exit(130)
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
@@ -49,6 +57,7 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ucf3d", message="ucf3d %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:

@@ -9,12 +9,11 @@ extract_summary.json are rewritten, sorted by key, at the end of every completed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from prep.encode import Encoding, decode_output, probe_source
 from prep.ffmpeg import DecodeError, run_ffmpeg
 from prep.files import sha256_file, write_text_atomic
 from prep.ucf import VideoEntry, read_splits
+from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,20 @@ def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> 
     skipped = 0
     if progress:
         progress(0, total=len(tasks))
-    for key, res, was_skipped in _run(tasks, cfg.jobs or os.cpu_count() or 1):
-        if isinstance(res, VideoRecord):
-            records[key], skipped = res, skipped + was_skipped
-        else:
-            errors[key] = res
-            log.warning("%s: %s", key, res)
-        if progress:
-            progress(1)
+    try:
+        with contextlib.closing(_run(tasks, cfg.jobs or os.cpu_count() or 1)) as results:
+            for key, res, was_skipped in results:
+                if isinstance(res, VideoRecord):
+                    records[key], skipped = res, skipped + was_skipped
+                else:
+                    errors[key] = res
+                    log.warning("%s: %s", key, res)
+                if progress:
+                    progress(1)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"{out}: finished videos are kept; run the same command again to resume"
+        ) from None
     _write_results(out, tasks, records, errors, skipped)
     log.info("extract: %d prepared (%d encoded, %d already done), %d errors -> %s",
              len(records), len(records) - skipped, skipped, len(errors), out)  # fmt: skip
@@ -193,29 +199,11 @@ def _write_results(out: Path, tasks: list[_Task], records: dict[str, VideoRecord
     write_text_atomic(out / WORK_SUMMARY, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the parent, which stops handing out work; running encodes finish whole.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run(tasks: list[_Task], jobs: int) -> Iterator[tuple[str, VideoRecord | str, bool]]:
-    """Yield _prepare results; inline for one job, else over a process pool (Ctrl-C safe)."""
+    """Yield _prepare results; inline for one job, else over a WorkerPool (Ctrl-C stops at once:
+    the videos being encoded are redone by the next run). Close it to stop early."""
     if jobs <= 1:
         yield from map(_prepare, tasks)
         return
-    pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
-    pending: set = set()
-    try:
-        for t in tasks:  # a short queue, so Ctrl-C stops quickly
-            pending.add(pool.submit(_prepare, t))
-            if len(pending) >= 2 * jobs:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
-    except BaseException:
-        log.warning("interrupted: letting running encodes finish; re-run to resume")
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    with WorkerPool(jobs) as pool:
+        yield from pool.imap_unordered(_prepare, tasks)
