@@ -200,7 +200,8 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
     sub = s["subsets"]
     click.echo(f"shard: split {split}: {sub['train']['videos']} train / "
                f"{sub['test']['videos']} test videos in {len(s['shards'])} shards "
-               f"({s['written']} written) -> {shards_dir}, {manifests}")
+               f"({s['written']} written) -> {shards_dir}, {manifests}"
+               + (f"; {len(s['warnings'])} warning(s), see above" if s["warnings"] else ""))
 
 
 @bench.command("prep")

@@ -4,7 +4,9 @@ WORK/videos/<Class>/<key>.<ext> is written as `<key>.<ext>.tmp` and renamed only
 were counted; the record `<key>.json` beside it, written last, marks the video finished. A re-run
 skips a video whose record, size and sha256 still match (and re-encodes it otherwise), so a run
 that was interrupted (Ctrl-C, kill) resumes where it stopped. WORK/index.jsonl, errors.jsonl and
-extract_summary.json are rewritten, sorted by key, at the end of every completed run.
+extract_summary.json are rewritten, sorted by key, at the end of every completed run, and removed
+when a run starts, so an interrupted run never leaves a stale index for `shard`. WORK is locked
+while a run lasts (`.ucf3d.lock`): a second run on it is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import ondisk
 from ondisk import CLIP_LEN, VideoRecord
 from prep.encode import Encoding, decode_output, probe_source
 from prep.ffmpeg import DecodeError, run_ffmpeg
-from prep.files import sha256_file, write_text_atomic
+from prep.files import locked_dir, sha256_file, write_text_atomic
 from prep.ucf import VideoEntry, read_splits
 from prep.workers import WorkerPool
 
@@ -137,7 +139,17 @@ def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> 
     enc = cfg.encoding()  # validates the codec before any work
     classes, entries = read_splits(cfg.splits)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_dir(out, "ucf3d extract"):  # two runs on one WORK would corrupt each other
+        return _extract(cfg, enc, classes, entries, out, progress)
+
+
+def _extract(cfg: ExtractConfig, enc: Encoding, classes: list[str], entries: list[VideoEntry],
+             out: Path, progress: Callable[..., None] | None) -> ExtractResult:  # fmt: skip
+    # The previous run's results no longer describe WORK once this run starts changing it:
+    # until this run completes, `ucf3d shard` finds no index and refuses (instead of using
+    # a stale one).
+    for name in (ondisk.WORK_INDEX, WORK_SUMMARY):
+        (out / name).unlink(missing_ok=True)
     resolved = {k: str(Path(v).resolve()) if isinstance(v, Path) else v
                 for k, v in asdict(cfg).items()}  # fmt: skip
     config = {**resolved, "encoding": asdict(enc), "classes": classes}

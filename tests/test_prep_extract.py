@@ -201,3 +201,22 @@ def test_h264_option(bad_world: tuple[Path, Path], tmp_path: Path) -> None:
         n, keys = _decode_count(video)
         assert rec["n_frames"] == n == count_frames(video)
         assert keys == list(range(0, n, 8))
+
+
+def test_second_run_on_a_locked_work_dir_is_refused(bad_world, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+    from prep.files import locked_dir
+
+    videos, lists = bad_world
+    w = tmp_path / "w"
+    args = ["extract", "--videos", str(videos), "--splits", str(lists), "--out", str(w), "-j", "1"]
+    with locked_dir(w, "ucf3d extract"):  # a first run, still going (the kernel lock is per open)
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and res.output.startswith(
+            f"Error: {w}: in use by `ucf3d extract`"
+        )
+        assert f"(pid {os.getpid()} on " in res.output
+        assert not (w / ondisk.WORK_CONFIG).exists()  # nothing touched
+    assert CliRunner().invoke(main, args).exit_code == 0  # free again once the first run ends
