@@ -22,7 +22,7 @@ from pathlib import Path
 import ondisk
 from ondisk import CLIP_LEN, VideoRecord
 from prep.encode import Encoding, decode_output, probe_source
-from prep.ffmpeg import DecodeError, run_ffmpeg
+from prep.ffmpeg import DecodeError, check_ffmpeg, run_ffmpeg
 from prep.files import locked_dir, sha256_file, write_text_atomic
 from prep.ucf import VideoEntry, read_splits
 from prep.workers import WorkerPool
@@ -137,6 +137,7 @@ def _reason(err: DecodeError) -> str:
 def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> ExtractResult:
     """Prepare every listed video under cfg.out; see the module docstring for the files."""
     enc = cfg.encoding()  # validates the codec before any work
+    check_ffmpeg(cfg.ffmpeg, enc.encoder)  # else a broken binary makes every video "undecodable"
     classes, entries = read_splits(cfg.splits)
     out = Path(cfg.out)
     with locked_dir(out, "ucf3d extract"):  # two runs on one WORK would corrupt each other

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prep.ffmpeg import run_ffmpeg
+from prep.ffmpeg import check_ffmpeg, run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ def synth(cfg: SynthConfig, progress: Callable[..., None] | None = None) -> dict
     names = class_names(cfg.classes)
     if cfg.groups < 1 or cfg.clips < 1 or cfg.seconds <= 0:
         raise ValueError("--groups, --clips and --seconds must be positive")
+    check_ffmpeg(cfg.ffmpeg, "libxvid")
     videos, lists = Path(cfg.out) / "UCF-101", Path(cfg.out) / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
     for name, text in split_lists(names, cfg.groups, cfg.clips).items():

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import pytest
 
 import ondisk
@@ -220,3 +221,68 @@ def test_second_run_on_a_locked_work_dir_is_refused(bad_world, tmp_path: Path) -
         assert f"(pid {os.getpid()} on " in res.output
         assert not (w / ondisk.WORK_CONFIG).exists()  # nothing touched
     assert CliRunner().invoke(main, args).exit_code == 0  # free again once the first run ends
+
+
+def _small_world(synth_root: Path, root: Path, extra: dict[str, bytes | None]) -> tuple[Path, Path]:
+    """MoveLeft g01 (train) and g02 (test) from the synthetic set, plus `extra` videos for train
+    (name -> bytes, or None to leave it missing)."""
+    videos, lists = root / "UCF-101", root / "lists"
+    (videos / "MoveLeft").mkdir(parents=True)
+    lists.mkdir()
+    for g in (1, 2):
+        shutil.copy(synth_root / "UCF-101" / "MoveLeft" / f"v_MoveLeft_g0{g}_c01.avi",
+                    videos / "MoveLeft")  # fmt: skip
+    for name, data in extra.items():
+        if data is not None:
+            (videos / "MoveLeft" / name).write_bytes(data)
+    train = ["v_MoveLeft_g01_c01.avi", *extra]
+    (lists / "classInd.txt").write_text("1 MoveLeft\n")
+    (lists / "trainlist01.txt").write_text("".join(f"MoveLeft/{n} 1\n" for n in train))
+    (lists / "testlist01.txt").write_text("MoveLeft/v_MoveLeft_g02_c01.avi\n")
+    return videos, lists
+
+
+def test_audio_only_file_is_no_video_stream(synth_root: Path, tmp_path: Path) -> None:
+    audio = tmp_path / "a.avi"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=1", "-c:a", "pcm_s16le", str(audio)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    extra = {"v_MoveLeft_g03_c01.avi": audio.read_bytes()}
+    videos, lists = _small_world(synth_root, tmp_path / "world", extra)
+    res = extract(ExtractConfig(videos, lists, tmp_path / "w", jobs=1))
+    assert (res.prepared, res.errors) == (2, 1)
+    err = json.loads((tmp_path / "w" / ondisk.WORK_ERRORS).read_text())
+    assert err["reason"] == "no video stream: the file holds no video, only audio"
+
+
+def test_broken_ffmpeg_fails_up_front(synth_root: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+
+    videos, lists = _small_world(synth_root, tmp_path / "world", {})
+    w = tmp_path / "w"
+    args = ["extract", "--videos", str(videos), "--splits", str(lists), "--out", str(w)]
+    res = CliRunner().invoke(main, [*args, "--ffmpeg", str(tmp_path / "no-ffmpeg")])
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: {tmp_path / 'no-ffmpeg'}: cannot run ffmpeg")
+    res = CliRunner().invoke(main, args, env={"UCF3D_FFMPEG": "/bin/false"})
+    assert res.exit_code == 1 and res.output.startswith("Error: /bin/false: not a working ffmpeg")
+    assert not w.exists()  # refused before any work
+    res = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--ffmpeg", "/bin/true"])
+    assert res.exit_code == 1 and "Error: /bin/true: not a working ffmpeg" in res.output
+
+
+def test_decode_error_crosses_a_process_pool(synth_root: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from prep.bench import BenchPrepConfig, bench_prep
+
+    e = pickle.loads(pickle.dumps(DecodeError(Path("x.avi"), "line 1\nline 2")))
+    assert (e.path, e.stderr_tail, str(e)) == (Path("x.avi"), "line 1\nline 2",
+                                               "x.avi: ffmpeg failed: line 2")  # fmt: skip
+    extra = {"v_MoveLeft_g06_c01.avi": os.urandom(50_000)}  # one broken video
+    videos, lists = _small_world(synth_root, tmp_path / "world", extra)
+    out = bench_prep(BenchPrepConfig(tmp_path / "scratch", videos, lists, jobs=2))
+    assert (out["n_videos"], out["prepared"]) == (3, 2)
+    assert out["jpeg"]["errors"] == 1 and out["ours"]["errors"] == 1
