@@ -305,9 +305,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
 @click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",
-              show_default=True)
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default="shards",
-              show_default=True)
+              show_default=True, help="`ucf3d shard`'s manifests folder (stored absolute).")
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: the split summary's shards_dir (where `ucf3d shard` wrote them).")
 @click.option("--clip-size", type=click.IntRange(32), default=112, show_default=True,
               help="Spatial crop S of the 16xSxS clips.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)

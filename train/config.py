@@ -31,8 +31,8 @@ class TrainConfig:
     shortcut: str | None = None  # None -> the depth's default (A up to R3D-34, B from R3D-50)
     widths: tuple[int, ...] | None = None  # None = 64-128-256-512 (tiny: 8-16-32-64)
     num_classes: int | None = None
-    manifests: Path = Path("manifests")
-    shards: Path = Path("shards")
+    manifests: Path = Path("manifests")  # stored absolute: eval and resume work from anywhere
+    shards: Path | None = None  # None: the split summary's shards_dir (where `shard` wrote them)
     split: int = 1
     clip_len: int = 16
     size: int = 112
@@ -75,8 +75,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.size < 32 or self.clip_len < 1:
             raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
-        for name in ("manifests", "shards", "run_dir"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+        for name in ("manifests", "shards"):  # resolved, so a run does not depend on its cwd
+            v = getattr(self, name)
+            object.__setattr__(self, name, None if v is None else Path(v).resolve())
         for name in ("widths", "milestones"):
             v = getattr(self, name)
             object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+import ondisk
 from train import checkpoint as ck
 from train.config import write_json
 from train.loop import ClipSource, evaluate, use_device
@@ -31,6 +32,8 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     )  # fmt: skip
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads
+    if overrides.get("manifests") is not None and overrides.get("shards") is None:
+        opts["shards"] = None  # other manifests: their summary says where their shards are
     opts.update({k: v for k, v in overrides.items() if v is not None})
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
@@ -61,6 +64,12 @@ def evaluate_checkpoint(
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
+    if data is None and (loader_overrides or {}).get("manifests") is None:
+        if not (cfg.manifests / ondisk.summary_name(cfg.split)).is_file():
+            raise ck.CheckpointError(
+                f"{ckpt}: the data it was trained on is not at {cfg.manifests} any more; "
+                "pass --manifests (and --shards) to evaluate on it where it is now"
+            )
     out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
