@@ -97,6 +97,18 @@ class ByteSize(click.ParamType):
         return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
 
 
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and inf (which FloatRange lets through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import math
+
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 _ffmpeg_option = click.option(
     "--ffmpeg", envvar="UCF3D_FFMPEG", default=None, metavar="PATH",
@@ -311,11 +323,11 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--clip-size", type=click.IntRange(32), default=112, show_default=True,
               help="Spatial crop S of the 16xSxS clips.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True,
+@click.option("--lr", type=Finite(0, min_open=True), default=0.01, show_default=True,
               help="Paddle Momentum lr. Hara's 0.1 with PyTorch dampening 0.9 is 0.01 here: "
               "Paddle has no dampening, and lr*(1-0.9) gives the same update.")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-3, show_default=True)
+@click.option("--momentum", type=Finite(0, 1, max_open=True), default=0.9, show_default=True)
+@click.option("--weight-decay", type=Finite(0), default=1e-3, show_default=True)
 @click.option("--schedule", type=click.Choice(["plateau", "multistep"]), default="plateau",
               show_default=True, help="plateau: lr x0.1 when val loss stalls --patience epochs.")
 @click.option("--patience", type=click.IntRange(0), default=10, show_default=True)
@@ -365,6 +377,10 @@ def train(ctx: click.Context, **opts: Any) -> None:
     except ValueError as e:
         raise click.BadParameter(f"{milestones!r} is not a list of epochs",
                                  param_hint="--milestones") from e
+    ms = opts["milestones"]
+    if any(m < 1 for m in ms) or list(ms) != sorted(set(ms)):
+        raise click.BadParameter(f"{milestones!r}: epochs must be >= 1 and increasing",
+                                 param_hint="--milestones")  # fmt: skip
     opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
     opts["size"] = opts.pop("clip_size")
     start_align = opts.pop("start_align")

@@ -14,7 +14,7 @@ from train import checkpoint as ck
 from train.config import TrainConfig
 from train.data import ArrayClips, random_clips
 from train.evaluation import evaluate_checkpoint
-from train.loop import fit
+from train.loop import evaluate, fit
 from train.metrics import (
     average_per_video,
     confusion_matrix,
@@ -137,3 +137,21 @@ def test_cli_eval_errors(tmp_path: Path) -> None:
     res = runner.invoke(cli.main, ["eval", "--ckpt", str(junk)])
     assert res.exit_code == 1 and "junk.pdckpt: not a readable checkpoint" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_eval_never_scores_or_writes_nan(trained, tmp_path: Path) -> None:
+    ckpt, data = trained
+    state = ck.load_checkpoint(ckpt)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] * float("nan")  # a diverged run's weights
+    ck.save_checkpoint(tmp_path / "nan.pdckpt", state)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(tmp_path / "nan.pdckpt"),
+                                        "--out", str(tmp_path / "a")])  # fmt: skip
+    assert res.exit_code == 1 and "nan.pdckpt: weights hold NaN or inf" in res.output
+    with pytest.raises(ck.CheckpointError, match="weights hold NaN or inf"):
+        evaluate_checkpoint(tmp_path / "nan.pdckpt", data=data, out_dir=tmp_path / "b")
+    model, _ = ck.model_from_checkpoint(ckpt)
+    model.fc.weight.set_value(model.fc.weight * float("nan"))  # diverged after loading
+    with pytest.raises(RuntimeError, match="13 of 13 clips got non-finite logits"):
+        evaluate(model, data["clip"].epoch(0))
+    assert not list(tmp_path.rglob("eval.json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,16 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, lo, hi in (("lr", 0, math.inf), ("momentum", 0, 1), ("weight_decay", 0, math.inf),
+                             ("gamma", 0, 1)):  # fmt: skip
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and lo <= v <= hi):
+                raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {v!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        ms = tuple(self.milestones)
+        if any(int(m) < 1 for m in ms) or list(ms) != sorted(set(ms)):
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {list(ms)}")
         if self.size < 32 or self.clip_len < 1:
             raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -122,6 +133,10 @@ def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write: tmp file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # NaN and Infinity are not JSON: never write them
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise ValueError(f"{path}: not written, the values hold NaN or infinity ({e})") from e
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -64,6 +64,7 @@ def evaluate_checkpoint(
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
+    model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)  # weights checked first
     if data is None and (loader_overrides or {}).get("manifests") is None:
         if not (cfg.manifests / ondisk.summary_name(cfg.split)).is_file():
             raise ck.CheckpointError(
@@ -76,7 +77,6 @@ def evaluate_checkpoint(
         "checkpoint": str(ckpt), "model": cfg.model, "epoch": int(state["epoch"]),
         "split": cfg.split, "num_classes": len(classes), "modes": {}, "files": {},
     }  # fmt: skip
-    model = None
     for mode in modes:
         source = (data or {}).get(mode) or open_eval_loader(cfg, mode, loader_overrides or {})
         if list(source.classes) != classes:
@@ -84,8 +84,6 @@ def evaluate_checkpoint(
                 f"{ckpt}: trained on {len(classes)} classes, the test data has "
                 f"{len(source.classes)} (or other names); evaluate on the split it was trained on"
             )
-        if model is None:
-            model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
         pred_file = out / f"predictions_{mode}.json"

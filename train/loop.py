@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import random
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -177,6 +178,12 @@ def evaluate(
     if not logits_all:
         raise RuntimeError("the evaluation loader yielded no batches")
     logits, labels = np.concatenate(logits_all), np.concatenate(labels_all)
+    bad = int((~np.isfinite(logits).all(axis=1)).sum())
+    if bad:  # argmax of NaN is 0: it would score as a (wrong or right) prediction
+        raise RuntimeError(
+            f"{bad} of {len(logits)} clips got non-finite logits (NaN or inf): the model's "
+            "weights have diverged or are corrupt; lower --lr or use fp32"
+        )
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     return {
@@ -251,7 +258,28 @@ def fit(
         stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
         # Same parameter and accumulator names in every run, so a saved optimiser state loads.
         stack.enter_context(unique_name.guard())
-        return _fit(cfg, state, to_resume, classes, train_data, val_data)
+        try:
+            return _fit(cfg, state, to_resume, classes, train_data, val_data)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_resume_hint(cfg)) from None
+
+
+def _resume_hint(cfg: TrainConfig) -> str:
+    """After Ctrl-C: which epoch the run's last.pdckpt holds, and the command that resumes it."""
+    last = cfg.run_dir / ck.LAST
+    try:
+        epoch = int(ck.load_checkpoint(last)["epoch"]) if last.is_file() else None
+    except ck.CheckpointError:
+        epoch = None
+    if epoch is None:
+        return (
+            f"no checkpoint saved yet in {cfg.run_dir} (one is written every "
+            f"{cfg.checkpoint_every} epoch(s)); run the same command again to start over"
+        )
+    return (
+        f"epoch {epoch} of {cfg.epochs} is the last saved ({last}); resume with: "
+        f"ucf3d train --run-dir {shlex.quote(str(cfg.run_dir.resolve()))} --resume"
+    )
 
 
 def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
@@ -293,6 +321,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
         append_metrics(run / METRICS_JSONL, record)
+        _check_finite(model, record)  # never save diverged weights as best or last
         is_best = record.get("val_acc", -1.0) > best
         best = max(best, record.get("val_acc", -1.0))
         ckpt_state = {
@@ -306,6 +335,21 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         if is_best:
             ck.save_checkpoint(run / ck.BEST, ckpt_state)
     return run
+
+
+def _check_finite(model: paddle.nn.Layer, record: dict[str, Any]) -> None:
+    """RuntimeError if the epoch's losses or the model's weights are NaN or infinite."""
+    for k in ("train_loss", "val_loss"):
+        if k in record and not math.isfinite(record[k]):
+            raise RuntimeError(
+                f"epoch {record['epoch']}: {k} is {record[k]}; lower --lr or use fp32"
+            )
+    bad = [n for n, p in model.state_dict().items() if not bool(paddle.isfinite(p).all())]
+    if bad:
+        raise RuntimeError(
+            f"epoch {record['epoch']}: weights hold NaN or inf ({', '.join(bad[:3])}); "
+            "not saved; lower --lr or use fp32"
+        )
 
 
 def _epoch_len(data: Any, max_steps: int | None) -> int | None:
