@@ -311,10 +311,12 @@ def _given(ctx: click.Context, name: str) -> bool:
 @main.command()
 @click.option("--model", "model_name", default="r3d18", show_default=True,
               help="r3d10 ... r3d200, or tiny (R3D-10 layout at widths 8-16-32-64, for demos).")
-@click.option("--depth", type=click.Choice(_DEPTHS), help="Shorthand for --model r3d<DEPTH>.")
+@click.option("--depth", type=click.Choice(_DEPTHS),
+              help="Shorthand for --model r3d<DEPTH> (default: --model's).")
 @click.option("--shortcut", type=click.Choice(["A", "B"]),
               help="Residual shortcut: A (zero-pad, default up to depth 34) or B (1x1x1 conv).")
-@click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
+@click.option("--width", type=click.IntRange(1),
+              help="Base width w: stages w-2w-4w-8w (default: the model's; paper 64, tiny 8).")
 @click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",
               show_default=True, help="`ucf3d shard`'s manifests folder (stored absolute).")
@@ -341,8 +343,10 @@ def _given(ctx: click.Context, name: str) -> bool:
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
-@click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")
+@click.option("--max-steps", type=click.IntRange(1),
+              help="Cap steps per epoch (smoke runs; default: the whole epoch).")
+@click.option("--max-val-steps", type=click.IntRange(1),
+              help="Cap validation batches (default: all of them).")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--threads", "num_threads", type=click.IntRange(1),
               help="Loader decode threads (default: all cores).")
@@ -423,10 +427,12 @@ def train(ctx: click.Context, **opts: Any) -> None:
               help="Default: the checkpoint's.")
 @click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
               help="Default: the checkpoint's.")
-@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(1), help="Clips per batch (default: training's).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--decode", type=click.Choice(["cpu", "gpu"]))
-@click.option("--threads", "num_threads", type=click.IntRange(1))
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]),
+              help="Decode clips on the cpu or the gpu (NVDEC) (default: training's).")
+@click.option("--threads", "num_threads", type=click.IntRange(1),
+              help="Loader decode threads (default: training's, else all cores).")
 @library_errors
 def eval_(ckpt: Path, mode: str, out: Path | None, device: str, **loader: Any) -> None:
     """Clip and video top-1/top-5 of a checkpoint, per-video predictions, confusion matrix."""
@@ -441,8 +447,10 @@ def eval_(ckpt: Path, mode: str, out: Path | None, device: str, **loader: Any) -
 
 
 @main.command("export")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A checkpoint written by `ucf3d train` (best.pdckpt or last.pdckpt).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.json, model.pdiparams and meta.json (what predict reads).")
 @library_errors
 def export_(ckpt: Path, out: Path) -> None:
     """Export a checkpoint as a Paddle inference model (dynamic batch) with its class names."""

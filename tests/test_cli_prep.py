@@ -204,3 +204,16 @@ def test_split_lists_missing_empty_or_listing_twice(tmp_path: Path, caplog) -> N
         )
         in res.output
     )
+
+
+def test_version_and_option_help() -> None:
+    assert _run("--version").output.strip() == "ucf3d 0.1.0"
+    helps = {cmd: _run(cmd, "--help").output for cmd in ("export", "eval", "train")}
+    flat = " ".join(helps["export"].split())
+    assert "A checkpoint written by `ucf3d train`" in flat and "what predict reads" in flat
+    for option in ("--batch-size", "--decode", "--threads"):
+        line = next(ln for ln in helps["eval"].splitlines() if ln.strip().startswith(option))
+        assert len(line.split()) > 3, line  # option, metavar, then its help
+    for option in ("--width", "--max-steps", "--max-val-steps", "--shards", "--depth"):
+        block = helps["train"].split(option, 1)[1].split("\n  --", 1)[0]
+        assert "default" in block.lower(), (option, block)

@@ -155,3 +155,35 @@ def test_eval_never_scores_or_writes_nan(trained, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="13 of 13 clips got non-finite logits"):
         evaluate(model, data["clip"].epoch(0))
     assert not list(tmp_path.rglob("eval.json"))
+
+
+class _NeverRead(ArrayClips):
+    def epoch(self, index: int):
+        raise AssertionError("evaluated before the output folder was checked")
+
+
+def test_eval_out_read_only_fails_before_any_pass(trained, readonly_dir: Path) -> None:
+    ckpt, data = trained
+    never = _NeverRead(data["clip"].clips, data["clip"].labels, CLASSES[:4], batch_size=4)
+    with pytest.raises(OSError, match=f"{readonly_dir}: cannot write there"):
+        evaluate_checkpoint(ckpt, data={"clip": never, "video": never}, out_dir=readonly_dir)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(ckpt), "--out", str(readonly_dir)])
+    assert res.exit_code == 1 and f"Error: {readonly_dir}: cannot write there" in res.output
+
+
+def test_report_names_a_malformed_eval_json(trained, tmp_path: Path) -> None:
+    import shutil
+
+    ckpt, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run)
+    ev = run / "eval-x"
+    ev.mkdir()
+    cases = (("{not json", "eval.json: unreadable"),
+             ('{"modes": {}}', "eval.json: missing checkpoint, model"),
+             ("[1, 2]", "eval.json: not an eval.json written by `ucf3d eval`"))  # fmt: skip
+    for text, message in cases:
+        (ev / "eval.json").write_text(text)
+        res = CliRunner().invoke(cli.main, ["report", str(run), "--eval-dir", str(ev)])
+        assert res.exit_code == 1 and res.output.startswith(f"Error: {ev / 'eval.json'}: "), text
+        assert message in res.output and len(res.output.strip().splitlines()) == 1

@@ -269,3 +269,23 @@ def test_ctrl_c_in_train_says_what_was_saved_and_how_to_resume(
     assert res.exit_code == 130, res.output
     assert f"epoch 1 of 3 is the last saved ({run / ck.LAST}); resume with: ucf3d train " \
         f"--run-dir {run.resolve()} --resume" in res.output  # fmt: skip
+
+
+def _has_libcuda() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_libcuda(), reason="this machine has NVIDIA's driver")
+def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli.main, ["train", "--decode", "gpu", "--run-dir", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: --decode gpu needs an NVIDIA GPU and its driver")
+    assert not (tmp_path / "r").exists()

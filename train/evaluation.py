@@ -11,8 +11,8 @@ import numpy as np
 
 import ondisk
 from train import checkpoint as ck
-from train.config import write_json
-from train.loop import ClipSource, evaluate, use_device
+from train.config import writable_dir, write_json
+from train.loop import ClipSource, check_gpu_decode, evaluate, use_device
 from train.metrics import summarize
 from train.report_plots import plot_confusion
 
@@ -35,6 +35,7 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     if overrides.get("manifests") is not None and overrides.get("shards") is None:
         opts["shards"] = None  # other manifests: their summary says where their shards are
     opts.update({k: v for k, v in overrides.items() if v is not None})
+    check_gpu_decode(opts["decode"])
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
 
@@ -65,14 +66,14 @@ def evaluate_checkpoint(
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
     model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)  # weights checked first
+    out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
+    writable_dir(out)  # now, not after the first pass over the test set
     if data is None and (loader_overrides or {}).get("manifests") is None:
         if not (cfg.manifests / ondisk.summary_name(cfg.split)).is_file():
             raise ck.CheckpointError(
                 f"{ckpt}: the data it was trained on is not at {cfg.manifests} any more; "
                 "pass --manifests (and --shards) to evaluate on it where it is now"
             )
-    out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
-    out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "checkpoint": str(ckpt), "model": cfg.model, "epoch": int(state["epoch"]),
         "split": cfg.split, "num_classes": len(classes), "modes": {}, "files": {},

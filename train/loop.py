@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import random
@@ -44,6 +45,19 @@ def use_device(device: str) -> None:
             "for CPU; install paddlepaddle-gpu from Paddle's package index, or use --device cpu"
         )
     paddle.set_device("gpu" if device == "gpu" else "cpu")
+
+
+def check_gpu_decode(decode: str) -> None:
+    """--decode gpu needs NVIDIA's driver for DALI's NVDEC; say so instead of DALI's assert."""
+    if decode != "gpu":
+        return
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        raise RuntimeError(
+            "--decode gpu needs an NVIDIA GPU and its driver (libcuda.so.1 cannot be loaded "
+            "here); use --decode cpu"
+        ) from e
 
 
 class ClipSource(Protocol):
@@ -213,6 +227,8 @@ def build_optimizer(cfg: TrainConfig, model: paddle.nn.Layer):
 def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     """The real DALI loaders: random clips from the train subset, 3 clips per test video for val."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
+
+    check_gpu_decode(cfg.decode)
 
     common = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
