@@ -15,13 +15,13 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from prep.ffmpeg import check_ffmpeg, run_ffmpeg
+from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +313,8 @@ def synth(cfg: SynthConfig, progress: Callable[..., None] | None = None) -> dict
     if progress:
         progress(0, total=len(jobs))
     n_jobs = cfg.jobs or os.cpu_count() or 1
-    with ProcessPoolExecutor(n_jobs) as pool:
-        for _ in pool.map(_write_job, jobs):
+    with WorkerPool(n_jobs) as pool:  # Ctrl-C or a kill stops the workers too
+        for _ in pool.imap_unordered(_write_job, jobs):
             if progress:
                 progress(1)
     frames = sum(j.n_frames for j in jobs)

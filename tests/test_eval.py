@@ -187,3 +187,11 @@ def test_report_names_a_malformed_eval_json(trained, tmp_path: Path) -> None:
         res = CliRunner().invoke(cli.main, ["report", str(run), "--eval-dir", str(ev)])
         assert res.exit_code == 1 and res.output.startswith(f"Error: {ev / 'eval.json'}: "), text
         assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_json_outputs_never_hold_nan(tmp_path: Path) -> None:
+    from train.config import write_json
+
+    with pytest.raises(ValueError, match=r"x\.json: not written, the values hold NaN or infinity"):
+        write_json(tmp_path / "x.json", {"video_top1": float("nan")})
+    assert not list(tmp_path.iterdir())

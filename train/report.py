@@ -181,7 +181,8 @@ def _config_rows(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("model", f"{cfg['model']} (widths {widths}, shortcut {cfg['shortcut']})"),
         ("data", f"split {cfg['split']}, {cfg['num_classes']} classes, "
-                 f"manifests `{cfg['manifests']}`, shards `{cfg['shards']}`"),
+                 f"manifests `{cfg['manifests']}`, "
+                 f"shards `{cfg['shards'] or 'shards_dir of the summary'}`"),
         ("clips", f"{cfg['clip_len']} x {cfg['size']} x {cfg['size']}"),
         ("batch size", str(cfg["batch_size"])),
         ("optimiser", f"SGD lr {cfg['lr']}, momentum {cfg['momentum']}, "
