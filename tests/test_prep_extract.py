@@ -276,13 +276,19 @@ def test_broken_ffmpeg_fails_up_front(synth_root: Path, tmp_path: Path) -> None:
 def test_decode_error_crosses_a_process_pool(synth_root: Path, tmp_path: Path) -> None:
     import pickle
 
-    from prep.bench import BenchPrepConfig, bench_prep
+    from click.testing import CliRunner
+
+    from cli import main
 
     e = pickle.loads(pickle.dumps(DecodeError(Path("x.avi"), "line 1\nline 2")))
     assert (e.path, e.stderr_tail, str(e)) == (Path("x.avi"), "line 1\nline 2",
                                                "x.avi: ffmpeg failed: line 2")  # fmt: skip
     extra = {"v_MoveLeft_g06_c01.avi": os.urandom(50_000)}  # one broken video
     videos, lists = _small_world(synth_root, tmp_path / "world", extra)
-    out = bench_prep(BenchPrepConfig(tmp_path / "scratch", videos, lists, jobs=2))
+    args = ["bench", "prep", "--scratch", str(tmp_path / "scratch"), "--videos", str(videos),
+            "--splits", str(lists), "--jobs", "2"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
     assert (out["n_videos"], out["prepared"]) == (3, 2)
     assert out["jpeg"]["errors"] == 1 and out["ours"]["errors"] == 1

@@ -48,15 +48,16 @@ def use_device(device: str) -> None:
 
 
 def check_gpu_decode(decode: str) -> None:
-    """--decode gpu needs NVIDIA's driver for DALI's NVDEC; say so instead of DALI's assert."""
-    if decode != "gpu":
+    """Decoding on the GPU needs NVIDIA's driver for DALI's NVDEC; say so instead of DALI's
+    assert."""
+    if decode == "cpu":
         return
     try:
         ctypes.CDLL("libcuda.so.1")
     except OSError as e:
         raise RuntimeError(
-            "--decode gpu needs an NVIDIA GPU and its driver (libcuda.so.1 cannot be loaded "
-            "here); use --decode cpu"
+            f"--decode {decode} needs an NVIDIA GPU and its driver (libcuda.so.1 cannot be "
+            "loaded here); use --decode cpu"
         ) from e
 
 
