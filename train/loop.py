@@ -7,7 +7,6 @@ import ctypes
 import logging
 import math
 import random
-import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from train.rundir import (
     append_metrics,
     log_to,
     prepare_run_dir,
+    resume_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -278,25 +278,7 @@ def fit(
         try:
             return _fit(cfg, state, to_resume, classes, train_data, val_data)
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(_resume_hint(cfg)) from None
-
-
-def _resume_hint(cfg: TrainConfig) -> str:
-    """After Ctrl-C: which epoch the run's last.pdckpt holds, and the command that resumes it."""
-    last = cfg.run_dir / ck.LAST
-    try:
-        epoch = int(ck.load_checkpoint(last)["epoch"]) if last.is_file() else None
-    except ck.CheckpointError:
-        epoch = None
-    if epoch is None:
-        return (
-            f"no checkpoint saved yet in {cfg.run_dir} (one is written every "
-            f"{cfg.checkpoint_every} epoch(s)); run the same command again to start over"
-        )
-    return (
-        f"epoch {epoch} of {cfg.epochs} is the last saved ({last}); resume with: "
-        f"ucf3d train --run-dir {shlex.quote(str(cfg.run_dir.resolve()))} --resume"
-    )
+            raise KeyboardInterrupt(resume_hint(cfg)) from None
 
 
 def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
