@@ -120,3 +120,7 @@ def test_relative_paths_work_from_another_folder(
     res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(tmp_path / "old.pdckpt")])
     assert res.exit_code == 1 and "the data it was trained on is not at" in res.output
     assert "pass --manifests" in res.output
+    args = ["eval", "--ckpt", str(tmp_path / "old.pdckpt"), "--mode", "clip",
+            "--manifests", str(prepared.manifests)]  # fmt: skip
+    res = CliRunner().invoke(cli.main, args)
+    assert res.exit_code == 0, res.output  # overridden; the shards come from that summary
