@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,12 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if e.name != "paddle" or click.get_current_context().find_root().obj.get("debug"):
                 raise
             raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt as e:  # Ctrl-C: the shell convention, 128 + SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs: no traceback mid-exit
+            if click.get_current_context().find_root().obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Interrupted{': ' + str(e) if str(e) else '.'}", err=True)
+            sys.exit(130)
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
@@ -53,6 +61,7 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ucf3d", message="ucf3d %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -90,6 +99,18 @@ class ByteSize(click.ParamType):
         if not m or m.group(2).upper() not in _SIZE_UNITS:
             self.fail(f"{value!r} is not a size like 64MB, 500k or 1GiB", param, ctx)
         return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and inf (which FloatRange lets through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import math
+
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
 
 
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -195,7 +216,8 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
     sub = s["subsets"]
     click.echo(f"shard: split {split}: {sub['train']['videos']} train / "
                f"{sub['test']['videos']} test videos in {len(s['shards'])} shards "
-               f"({s['written']} written) -> {shards_dir}, {manifests}")
+               f"({s['written']} written) -> {shards_dir}, {manifests}"
+               + (f"; {len(s['warnings'])} warning(s), see above" if s["warnings"] else ""))
 
 
 @bench.command("prep")
@@ -388,25 +410,27 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @main.command()
 @click.option("--model", "model_name", default="r3d18", show_default=True,
               help="r3d10 ... r3d200, or tiny (R3D-10 layout at widths 8-16-32-64, for demos).")
-@click.option("--depth", type=click.Choice(_DEPTHS), help="Shorthand for --model r3d<DEPTH>.")
+@click.option("--depth", type=click.Choice(_DEPTHS),
+              help="Shorthand for --model r3d<DEPTH> (default: --model's).")
 @click.option("--shortcut", type=click.Choice(["A", "A-hara", "B"]),
               help="Residual shortcut: A (zero-padded identity, gradient flows through it, He et "
                    "al.), A-hara (the same without gradient, as in Hara's code; default up to "
                    "depth 34) or B (1x1x1 conv, default from 50).")
-@click.option("--width", type=click.IntRange(1), help="Base width w: stages w-2w-4w-8w (paper 64).")
+@click.option("--width", type=click.IntRange(1),
+              help="Base width w: stages w-2w-4w-8w (default: the model's; paper 64, tiny 8).")
 @click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True)
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default="manifests",
-              show_default=True)
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default="shards",
-              show_default=True)
+              show_default=True, help="`ucf3d shard`'s manifests folder (stored absolute).")
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: the split summary's shards_dir (where `ucf3d shard` wrote them).")
 @click.option("--clip-size", type=click.IntRange(32), default=112, show_default=True,
               help="Spatial crop S of the 16xSxS clips.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True,
+@click.option("--lr", type=Finite(0, min_open=True), default=0.01, show_default=True,
               help="Paddle Momentum lr. Hara's 0.1 with PyTorch dampening 0.9 is 0.01 here: "
               "Paddle has no dampening, and lr*(1-0.9) gives the same update.")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-3, show_default=True)
+@click.option("--momentum", type=Finite(0, 1, max_open=True), default=0.9, show_default=True)
+@click.option("--weight-decay", type=Finite(0), default=1e-3, show_default=True)
 @click.option("--schedule", type=click.Choice(["plateau", "multistep"]), default="plateau",
               show_default=True, help="plateau: lr x0.1 when val loss stalls --patience epochs.")
 @click.option("--patience", type=click.IntRange(0), default=10, show_default=True)
@@ -430,8 +454,10 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               help="Validate (and pick best.pdckpt) on this fraction of the training groups, held "
                    "out of training; 0: on the test split, as Hara did.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--max-steps", type=click.IntRange(1), help="Cap steps per epoch (smoke runs).")
-@click.option("--max-val-steps", type=click.IntRange(1), help="Cap validation batches.")
+@click.option("--max-steps", type=click.IntRange(1),
+              help="Cap steps per epoch (smoke runs; default: the whole epoch).")
+@click.option("--max-val-steps", type=click.IntRange(1),
+              help="Cap validation batches (default: all of them).")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--threads", "num_threads", type=click.IntRange(1),
               help="Loader decode threads (default: all cores).")
@@ -473,6 +499,10 @@ def train(ctx: click.Context, **opts: Any) -> None:
     except ValueError as e:
         raise click.BadParameter(f"{milestones!r} is not a list of epochs",
                                  param_hint="--milestones") from e
+    ms = opts["milestones"]
+    if any(m < 1 for m in ms) or list(ms) != sorted(set(ms)):
+        raise click.BadParameter(f"{milestones!r}: epochs must be >= 1 and increasing",
+                                 param_hint="--milestones")  # fmt: skip
     opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
     opts["size"] = opts.pop("clip_size")
     cpu_share = opts.pop("cpu_share")
@@ -525,10 +555,12 @@ def train(ctx: click.Context, **opts: Any) -> None:
               help="Default: the checkpoint's.")
 @click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
               help="Default: the checkpoint's.")
-@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(1), help="Clips per batch (default: training's).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]))
-@click.option("--threads", "num_threads", type=click.IntRange(1))
+@click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]),
+              help="Decode clips on the cpu, the gpu (NVDEC) or both (default: training's).")
+@click.option("--threads", "num_threads", type=click.IntRange(1),
+              help="Loader decode threads (default: training's, else all cores).")
 @library_errors
 def eval_(ckpt: Path, mode: str, windows: str, out: Path | None, device: str,
           **loader: Any) -> None:
@@ -545,8 +577,10 @@ def eval_(ckpt: Path, mode: str, windows: str, out: Path | None, device: str,
 
 
 @main.command("export")
-@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--ckpt", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A checkpoint written by `ucf3d train` (best.pdckpt or last.pdckpt).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.json, model.pdiparams and meta.json (what predict reads).")
 @library_errors
 def export_(ckpt: Path, out: Path) -> None:
     """Export a checkpoint as a Paddle inference model (dynamic batch) with its class names."""

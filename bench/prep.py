@@ -7,16 +7,16 @@ import os
 import resource
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from prep.encode import Encoding
 from prep.extract import ExtractConfig, extract
-from prep.ffmpeg import run_ffmpeg
+from prep.ffmpeg import DecodeError, run_ffmpeg
 from prep.shard import ShardConfig, shard
 from prep.synth import SynthConfig, synth
 from prep.ucf import read_splits
+from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,23 @@ class BenchPrepConfig:
     ffmpeg: str | None = None
 
 
-def _jpeg_one(args: tuple[Path, Path, str | None]) -> int:
-    """The original code's route: `ffmpeg -i video.avi -vf scale=-1:240 image_%05d.jpg`."""
+def _jpeg_one(args: tuple[Path, Path, str | None]) -> tuple[int, str | None]:
+    """The original code's route: `ffmpeg -i video.avi -vf scale=-1:240 image_%05d.jpg`.
+
+    (frames, None), or (0, reason) for a video ffmpeg cannot convert: skipped and counted, as
+    extract does, so one broken video does not stop the benchmark."""
     src, dst, ffmpeg = args
     dst.mkdir(parents=True, exist_ok=True)
-    run_ffmpeg(
-        ["-i", os.fspath(src), "-vf", "scale=-1:240", os.fspath(dst / "image_%05d.jpg")],
-        src,
-        ffmpeg=ffmpeg,
-    )
-    return len(os.listdir(dst))
+    try:
+        run_ffmpeg(
+            ["-i", os.fspath(src), "-vf", "scale=-1:240", os.fspath(dst / "image_%05d.jpg")],
+            src,
+            ffmpeg=ffmpeg,
+        )
+    except DecodeError as e:
+        shutil.rmtree(dst, ignore_errors=True)
+        return 0, str(e)
+    return len(os.listdir(dst)), None
 
 
 def disk_usage(root: Path) -> tuple[int, int, int]:
@@ -73,9 +80,13 @@ def _time_jpeg(cfg: BenchPrepConfig, entries, videos: Path, scratch: Path, jobs:
     shutil.rmtree(scratch / "jpg", ignore_errors=True)
     c0, t0 = _cpu_seconds(), time.perf_counter()
     tasks = [(videos / e.relpath, scratch / "jpg" / e.cls / e.key, cfg.ffmpeg) for e in entries]
-    with ProcessPoolExecutor(jobs) as pool:
-        frames = sum(pool.map(_jpeg_one, tasks))
-    return time.perf_counter() - t0, _cpu_seconds() - c0, frames
+    frames, errors = 0, 0
+    with WorkerPool(jobs) as pool:
+        for n, error in pool.imap_unordered(_jpeg_one, tasks):
+            frames, errors = frames + n, errors + (error is not None)
+            if error:
+                log.warning("jpeg route: %s", error)
+    return time.perf_counter() - t0, _cpu_seconds() - c0, frames, errors
 
 
 def _time_ours(cfg: BenchPrepConfig, videos: Path, splits: Path, scratch: Path, jobs: int):
@@ -123,7 +134,7 @@ def bench_prep(cfg: BenchPrepConfig) -> dict:
     for _ in range(cfg.repeats):  # alternate the routes; keep each route's best run
         jpeg_runs.append(_time_jpeg(cfg, entries, Path(videos), scratch, jobs))
         our_runs.append(_time_ours(cfg, Path(videos), Path(splits), scratch, jobs))
-    t_jpeg, c_jpeg, jpeg_frames = min(jpeg_runs)
+    t_jpeg, c_jpeg, jpeg_frames, jpeg_errors = min(jpeg_runs)
     ours, c_ours, t_extract, t_shard, res = min(our_runs, key=lambda r: r[0])
 
     _, src_bytes, _ = disk_usage(Path(videos))
@@ -145,6 +156,7 @@ def bench_prep(cfg: BenchPrepConfig) -> dict:
             "seconds": round(t_jpeg, 2),
             "cpu_seconds": round(c_jpeg, 2),
             "frames": jpeg_frames,
+            "errors": jpeg_errors,  # videos ffmpeg could not convert, skipped
             "bytes": jpeg_bytes,
             "allocated_bytes": jpeg_alloc,
             "files": jpeg_files,
@@ -154,6 +166,7 @@ def bench_prep(cfg: BenchPrepConfig) -> dict:
             "cpu_seconds": round(c_ours, 2),
             "extract_seconds": round(t_extract, 2),
             "shard_seconds": round(t_shard, 2),
+            "errors": res.errors,  # videos extract could not prepare (its errors.jsonl)
             "shard_bytes": shard_bytes,
             "shard_allocated_bytes": shard_alloc,
             "work_bytes": work_bytes,

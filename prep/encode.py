@@ -32,6 +32,10 @@ class Encoding:
             object.__setattr__(self, "crf", DEFAULT_CRF[self.codec])
 
     @property
+    def encoder(self) -> str:  # the ffmpeg encoder this needs
+        return "libvpx-vp9" if self.codec == "vp9" else "libx264"
+
+    @property
     def ext(self) -> str:
         return VIDEO_EXT[self.codec]
 
@@ -87,6 +91,10 @@ def probe_source(src: Path, fps: int) -> tuple[int | None, str | None]:
 
     try:
         with av.open(os.fspath(src)) as c:
+            if not c.streams.video:  # an audio-only file, say: opens fine, nothing to encode
+                return None, "no video stream: the file holds no video, only " + (
+                    ", ".join(sorted({st.type for st in c.streams})) or "nothing"
+                )
             s = c.streams.video[0]
             declared, rate = s.frames, s.average_rate
             packets = sum(1 for p in c.demux(s) if p.dts is not None or p.size)

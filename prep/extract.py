@@ -4,26 +4,28 @@ WORK/videos/<Class>/<key>.<ext> is written as `<key>.<ext>.tmp` and renamed only
 were counted; the record `<key>.json` beside it, written last, marks the video finished. A re-run
 skips a video whose record, size and sha256 still match (and re-encodes it otherwise), so a run
 that was interrupted (Ctrl-C, kill) resumes where it stopped. WORK/index.jsonl, errors.jsonl and
-extract_summary.json are rewritten, sorted by key, at the end of every completed run.
+extract_summary.json are rewritten, sorted by key, at the end of every completed run, and removed
+when a run starts, so an interrupted run never leaves a stale index for `shard`. WORK is locked
+while a run lasts (`.ucf3d.lock`): a second run on it is refused, naming the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ondisk
 from ondisk import CLIP_LEN, VideoRecord
 from prep.encode import Encoding, decode_output, probe_source
-from prep.ffmpeg import DecodeError, run_ffmpeg
-from prep.files import sha256_file, write_text_atomic
+from prep.ffmpeg import DecodeError, check_ffmpeg, run_ffmpeg
+from prep.files import locked_dir, sha256_file, write_text_atomic
 from prep.ucf import VideoEntry, read_splits
+from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +137,20 @@ def _reason(err: DecodeError) -> str:
 def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> ExtractResult:
     """Prepare every listed video under cfg.out; see the module docstring for the files."""
     enc = cfg.encoding()  # validates the codec before any work
+    check_ffmpeg(cfg.ffmpeg, enc.encoder)  # else a broken binary makes every video "undecodable"
     classes, entries = read_splits(cfg.splits)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_dir(out, "ucf3d extract"):  # two runs on one WORK would corrupt each other
+        return _extract(cfg, enc, classes, entries, out, progress)
+
+
+def _extract(cfg: ExtractConfig, enc: Encoding, classes: list[str], entries: list[VideoEntry],
+             out: Path, progress: Callable[..., None] | None) -> ExtractResult:  # fmt: skip
+    # The previous run's results no longer describe WORK once this run starts changing it:
+    # until this run completes, `ucf3d shard` finds no index and refuses (instead of using
+    # a stale one).
+    for name in (ondisk.WORK_INDEX, WORK_SUMMARY):
+        (out / name).unlink(missing_ok=True)
     resolved = {k: str(Path(v).resolve()) if isinstance(v, Path) else v
                 for k, v in asdict(cfg).items()}  # fmt: skip
     config = {**resolved, "encoding": asdict(enc), "classes": classes}
@@ -152,14 +165,20 @@ def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> 
     skipped = 0
     if progress:
         progress(0, total=len(tasks))
-    for key, res, was_skipped in _run(tasks, cfg.jobs or os.cpu_count() or 1):
-        if isinstance(res, VideoRecord):
-            records[key], skipped = res, skipped + was_skipped
-        else:
-            errors[key] = res
-            log.warning("%s: %s", key, res)
-        if progress:
-            progress(1)
+    try:
+        with contextlib.closing(_run(tasks, cfg.jobs or os.cpu_count() or 1)) as results:
+            for key, res, was_skipped in results:
+                if isinstance(res, VideoRecord):
+                    records[key], skipped = res, skipped + was_skipped
+                else:
+                    errors[key] = res
+                    log.warning("%s: %s", key, res)
+                if progress:
+                    progress(1)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"{out}: finished videos are kept; run the same command again to resume"
+        ) from None
     _write_results(out, tasks, records, errors, skipped)
     log.info("extract: %d prepared (%d encoded, %d already done), %d errors -> %s",
              len(records), len(records) - skipped, skipped, len(errors), out)  # fmt: skip
@@ -193,29 +212,11 @@ def _write_results(out: Path, tasks: list[_Task], records: dict[str, VideoRecord
     write_text_atomic(out / WORK_SUMMARY, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the parent, which stops handing out work; running encodes finish whole.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run(tasks: list[_Task], jobs: int) -> Iterator[tuple[str, VideoRecord | str, bool]]:
-    """Yield _prepare results; inline for one job, else over a process pool (Ctrl-C safe)."""
+    """Yield _prepare results; inline for one job, else over a WorkerPool (Ctrl-C stops at once:
+    the videos being encoded are redone by the next run). Close it to stop early."""
     if jobs <= 1:
         yield from map(_prepare, tasks)
         return
-    pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
-    pending: set = set()
-    try:
-        for t in tasks:  # a short queue, so Ctrl-C stops quickly
-            pending.add(pool.submit(_prepare, t))
-            if len(pending) >= 2 * jobs:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
-    except BaseException:
-        log.warning("interrupted: letting running encodes finish; re-run to resume")
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    with WorkerPool(jobs) as pool:
+        yield from pool.imap_unordered(_prepare, tasks)

@@ -23,6 +23,9 @@ class DecodeError(RuntimeError):
         last = self.stderr_tail.splitlines()[-1] if self.stderr_tail else "no output"
         super().__init__(f"{self.path}: ffmpeg failed: {last}")
 
+    def __reduce__(self) -> tuple:  # picklable, so it can cross a process pool
+        return type(self), (self.path, self.stderr_tail)
+
 
 def ffmpeg_exe(override: str | os.PathLike | None = None) -> str:
     """The ffmpeg binary: `override`, else $UCF3D_FFMPEG, else the one shipped by imageio-ffmpeg."""
@@ -32,6 +35,24 @@ def ffmpeg_exe(override: str | os.PathLike | None = None) -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def check_ffmpeg(override: str | os.PathLike | None = None, encoder: str | None = None) -> str:
+    """The ffmpeg binary, once checked to run (and to have `encoder`); else a RuntimeError naming
+    it. Checked up front so that a missing or broken binary is not reported as every video being
+    undecodable."""
+    exe = ffmpeg_exe(override)
+    hint = f"pass a working one with --ffmpeg or ${ENV_FFMPEG}, or unset both for the bundled one"
+    try:
+        proc = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise RuntimeError(f"{exe}: cannot run ffmpeg ({e}); {hint}") from e
+    if proc.returncode != 0 or b"Encoders:" not in proc.stdout:
+        tail = _tail(proc.stderr).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"{exe}: not a working ffmpeg ({tail[0]}); {hint}")
+    if encoder is not None and f" {encoder} ".encode() not in proc.stdout:
+        raise RuntimeError(f"{exe}: this ffmpeg has no {encoder} encoder; {hint}")
+    return exe
 
 
 def run_ffmpeg(

@@ -1,9 +1,13 @@
-"""Small file helpers shared by prep: atomic text writes and streaming sha256."""
+"""Small file helpers shared by prep: atomic text writes, streaming sha256, directory locks."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,3 +29,49 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+LOCK_NAME = ".ucf3d.lock"
+
+
+@contextlib.contextmanager
+def locked_dir(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on directory `path` (fcntl.flock on `path/.ucf3d.lock`) while the
+    block runs; if another process holds it, fail at once saying which (pid, host, command).
+
+    The lock dies with its holder (the kernel drops it), so a killed run never leaves it stuck.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    lock = path / LOCK_NAME
+    with open(lock, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(
+                f"{path}: in use by {holder}; wait for it to finish or choose another directory"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"`{what}` (pid {os.getpid()} on {socket.gethostname()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+def check_unlocked(path: Path) -> None:
+    """Fail if a `locked_dir(path)` block is running in some process (a read-only check)."""
+    try:
+        f = open(path / LOCK_NAME, encoding="utf-8")
+    except OSError:
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(f"{path}: in use by {holder}; wait for it to finish") from None

@@ -37,7 +37,7 @@ from ondisk import (
     pack_meta,
     shard_index_name,
 )
-from prep.files import sha256_file, tmp_name, write_text_atomic
+from prep.files import check_unlocked, sha256_file, tmp_name, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,13 @@ def read_index(work: Path) -> tuple[list[str], str, list[VideoRecord]]:
     """Classes, codec and records of an extract work directory; errors name file and line."""
     work = Path(work)
     cfg_path, index = work / ondisk.WORK_CONFIG, work / ondisk.WORK_INDEX
-    if not cfg_path.is_file() or not index.is_file():
+    check_unlocked(work)
+    if not cfg_path.is_file():
+        raise FormatError(f"{work}: no {ondisk.WORK_CONFIG} (run `ucf3d extract` first)")
+    if not index.is_file():  # removed when a run starts, written when it completes
         raise FormatError(
-            f"{work}: no {ondisk.WORK_INDEX} or {ondisk.WORK_CONFIG} (run `ucf3d extract` first)"
+            f"{work}: no {ondisk.WORK_INDEX}: the last `ucf3d extract` into it did not complete "
+            "(interrupted?); run it again, it resumes"
         )
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     records = []
@@ -290,6 +294,7 @@ def shard(cfg: ShardConfig, progress: Callable[..., None] | None = None) -> dict
             "families": sorted({s.family for s in chosen}),
             "shards": [s.name for s in chosen],
         }
+    warnings = _warnings(Path(cfg.work), cfg.split, summary["subsets"])
     write_text_atomic(
         man_dir / ondisk.summary_name(cfg.split),
         json.dumps(summary, indent=1, sort_keys=True) + "\n",
@@ -305,4 +310,29 @@ def shard(cfg: ShardConfig, progress: Callable[..., None] | None = None) -> dict
         out_dir,
     )
     summary["written"] = written
+    summary["warnings"] = warnings
     return summary
+
+
+def _warnings(work: Path, split: int, subsets: dict) -> list[str]:
+    """Loudly (log.warning, and returned): videos extract could not prepare, empty classes."""
+    out = []
+    errors = work / ondisk.WORK_ERRORS
+    bad = errors.read_text(encoding="utf-8").splitlines() if errors.is_file() else []
+    bad = [line for line in bad if line.strip()]
+    if bad:
+        first = json.loads(bad[0])
+        out.append(
+            f"{errors}: {len(bad)} listed video(s) could not be prepared and are not in the "
+            f"manifests, e.g. {first.get('key')}: {first.get('reason')}"
+        )
+    for subset, sub in subsets.items():
+        empty = [c for c, n in sub["per_class"].items() if n == 0]
+        if empty:
+            out.append(
+                f"split {split}: {len(empty)} class(es) have no {subset} videos: "
+                f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}"
+            )
+    for w in out:
+        log.warning("%s", w)
+    return out

@@ -15,13 +15,13 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from prep.ffmpeg import run_ffmpeg
+from prep.ffmpeg import check_ffmpeg, run_ffmpeg
+from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ def synth(cfg: SynthConfig, progress: Callable[..., None] | None = None) -> dict
     names = class_names(cfg.classes)
     if cfg.groups < 1 or cfg.clips < 1 or cfg.seconds <= 0:
         raise ValueError("--groups, --clips and --seconds must be positive")
+    check_ffmpeg(cfg.ffmpeg, "libxvid")
     videos, lists = Path(cfg.out) / "UCF-101", Path(cfg.out) / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
     for name, text in split_lists(names, cfg.groups, cfg.clips).items():
@@ -312,8 +313,8 @@ def synth(cfg: SynthConfig, progress: Callable[..., None] | None = None) -> dict
     if progress:
         progress(0, total=len(jobs))
     n_jobs = cfg.jobs or os.cpu_count() or 1
-    with ProcessPoolExecutor(n_jobs) as pool:
-        for _ in pool.map(_write_job, jobs):
+    with WorkerPool(n_jobs) as pool:  # Ctrl-C or a kill stops the workers too
+        for _ in pool.imap_unordered(_write_job, jobs):
             if progress:
                 progress(1)
     frames = sum(j.n_frames for j in jobs)

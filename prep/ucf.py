@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ondisk import FormatError
+
+log = logging.getLogger(__name__)
 
 CLASS_INDEX = "classInd.txt"
 SPLITS = (1, 2, 3)
@@ -48,7 +51,8 @@ def read_class_index(path: Path) -> list[str]:
     return names
 
 
-def _read_list(path: Path, labels: dict[str, int], with_label: bool) -> list[str]:
+def _read_list(path: Path, labels: dict[str, int], with_label: bool) -> list[tuple[int, str]]:
+    """(line number, "Class/video.avi") for every video the list names."""
     rels = []
     for n, line in _lines(path):
         parts = line.split()
@@ -62,7 +66,9 @@ def _read_list(path: Path, labels: dict[str, int], with_label: bool) -> list[str
             raise FormatError(
                 f"{path}:{n}: label {parts[1]} but {CLASS_INDEX} numbers {cls} {labels[cls] + 1}"
             )
-        rels.append(str(rel))
+        rels.append((n, str(rel)))
+    if not rels:
+        log.warning("%s: lists no videos (an empty file)", path)
     return rels
 
 
@@ -75,12 +81,23 @@ def read_splits(splits_dir: Path) -> tuple[list[str], list[VideoEntry]]:
     found = [k for k in SPLITS if (splits_dir / f"trainlist0{k}.txt").is_file()]
     if not found:
         raise FormatError(f"{splits_dir}: no trainlist0{{1,2,3}}.txt (is this ucfTrainTestlist/?)")
+    for k in SPLITS:
+        if k not in found and (splits_dir / f"testlist0{k}.txt").is_file():
+            raise FormatError(f"{splits_dir / f'trainlist0{k}.txt'}: not found, but testlist0{k}"
+                              f".txt is: split {k} is incomplete")  # fmt: skip
+    if len(found) < len(SPLITS):
+        absent = "/".join(str(k) for k in SPLITS if k not in found)
+        log.warning("%s: only split(s) %s listed (no trainlist0%s.txt)", splits_dir,
+                    ", ".join(map(str, found)), absent)  # fmt: skip
     for k in found:
+        seen: dict[str, str] = {}  # "Class/video.avi" -> "file:line" where split k lists it
         for role, name in (("train", f"trainlist0{k}.txt"), ("test", f"testlist0{k}.txt")):
-            for rel in _read_list(splits_dir / name, labels, with_label=role == "train"):
+            for n, rel in _read_list(splits_dir / name, labels, with_label=role == "train"):
                 r = roles.setdefault(rel, {"train": [], "test": []})
-                if k in r["train"] or k in r["test"]:
-                    raise FormatError(f"{splits_dir / name}: {rel} listed twice in split {k}")
+                if rel in seen:
+                    raise FormatError(f"{splits_dir / name}:{n}: {rel} is already listed in split "
+                                      f"{k}, at {seen[rel]}")  # fmt: skip
+                seen[rel] = f"{name}:{n}"
                 r[role].append(k)
     entries, by_key = [], {}
     for rel, r in roles.items():

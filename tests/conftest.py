@@ -70,3 +70,19 @@ def prepared(work_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Prepar
     cfg = ShardConfig(work_dir, 1, out / "shards", out / "manifests", TINY_SHARD_SIZE)
     shard(cfg)
     return Prepared(out / "shards", out / "manifests", work_dir, 1)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Path:
+    """An existing folder no file can be written in: chmod 555, or /sys where that does not stop
+    root."""
+    d = tmp_path / "readonly"
+    d.mkdir()
+    d.chmod(0o555)
+    for candidate in (d, Path("/sys")):
+        try:
+            (candidate / ".ucf3d-probe").write_bytes(b"")
+        except OSError:
+            return candidate
+        (candidate / ".ucf3d-probe").unlink()
+    pytest.skip("no read-only folder here")

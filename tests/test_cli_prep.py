@@ -155,3 +155,65 @@ def test_bench_prep_prints_one_json_line(tmp_path: Path) -> None:
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["n_videos"] == out["prepared"] == 8 and out["jpeg"]["frames"] > 8 * 16
     assert out["disk_ratio"] > 1 and out["ours"]["cpu_seconds"] > 0
+
+
+def _lists(d: Path, **files: str) -> Path:
+    d.mkdir()
+    (d / "classInd.txt").write_text("1 MoveLeft\n")
+    for name, text in files.items():
+        (d / f"{name}.txt").write_text(text)
+    return d
+
+
+A, B = "MoveLeft/v_MoveLeft_g01_c01.avi", "MoveLeft/v_MoveLeft_g02_c01.avi"
+
+
+def test_split_lists_missing_empty_or_listing_twice(tmp_path: Path, caplog) -> None:
+    from prep.ucf import read_splits
+
+    def extract(lists: Path):
+        return _run("extract", "--videos", tmp_path, "--splits", lists, "--out", tmp_path / "w")
+
+    both = {f"{r}0{k}": f"{A} 1\n" if r == "trainlist" else f"{B}\n"
+            for k in (1, 2, 3) for r in ("trainlist", "testlist")}  # fmt: skip
+    gap = _lists(tmp_path / "gap", **{k: v for k, v in both.items() if k != "trainlist02"})
+    res = extract(gap)
+    assert res.exit_code == 1
+    assert f"Error: {gap / 'trainlist02.txt'}: not found, but testlist02.txt is" in res.output
+    empty = _lists(tmp_path / "empty", **{**both, "testlist01": ""})
+    read_splits(empty)
+    assert f"{empty / 'testlist01.txt'}: lists no videos" in caplog.text
+    only1 = _lists(tmp_path / "only1", trainlist01=f"{A} 1\n", testlist01=f"{B}\n")
+    read_splits(only1)
+    assert "only split(s) 1 listed (no trainlist02/3.txt)" in caplog.text
+    twice = _lists(tmp_path / "twice", trainlist01=f"{A} 1\n{B} 1\n{A} 1\n", testlist01=f"{B}\n")
+    res = extract(twice)
+    assert (
+        res.exit_code == 1
+        and (
+            f"{twice / 'trainlist01.txt'}:3: {A} is already listed in split 1, at trainlist01.txt:1"
+        )
+        in res.output
+    )
+    (twice / "trainlist01.txt").write_text(f"{A} 1\n{B} 1\n")
+    res = extract(twice)
+    assert (
+        res.exit_code == 1
+        and (
+            f"{twice / 'testlist01.txt'}:1: {B} is already listed in split 1, at trainlist01.txt:2"
+        )
+        in res.output
+    )
+
+
+def test_version_and_option_help() -> None:
+    assert _run("--version").output.strip() == "ucf3d 0.1.0"
+    helps = {cmd: _run(cmd, "--help").output for cmd in ("export", "eval", "train")}
+    flat = " ".join(helps["export"].split())
+    assert "A checkpoint written by `ucf3d train`" in flat and "what predict reads" in flat
+    for option in ("--batch-size", "--decode", "--threads"):
+        line = next(ln for ln in helps["eval"].splitlines() if ln.strip().startswith(option))
+        assert len(line.split()) > 3, line  # option, metavar, then its help
+    for option in ("--width", "--max-steps", "--max-val-steps", "--shards", "--depth"):
+        block = helps["train"].split(option, 1)[1].split("\n  --", 1)[0]
+        assert "default" in block.lower(), (option, block)

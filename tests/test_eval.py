@@ -14,7 +14,7 @@ from train import checkpoint as ck
 from train.config import TrainConfig
 from train.data import ArrayClips, random_clips
 from train.evaluation import evaluate_checkpoint
-from train.loop import fit
+from train.loop import evaluate, fit
 from train.metrics import (
     average_per_video,
     confusion_matrix,
@@ -140,3 +140,61 @@ def test_cli_eval_errors(tmp_path: Path) -> None:
     res = runner.invoke(cli.main, ["eval", "--ckpt", str(junk)])
     assert res.exit_code == 1 and "junk.pdckpt: not a readable checkpoint" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_eval_never_scores_or_writes_nan(trained, tmp_path: Path) -> None:
+    ckpt, data = trained
+    state = ck.load_checkpoint(ckpt)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] * float("nan")  # a diverged run's weights
+    ck.save_checkpoint(tmp_path / "nan.pdckpt", state)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(tmp_path / "nan.pdckpt"),
+                                        "--out", str(tmp_path / "a")])  # fmt: skip
+    assert res.exit_code == 1 and "nan.pdckpt: weights hold NaN or inf" in res.output
+    with pytest.raises(ck.CheckpointError, match="weights hold NaN or inf"):
+        evaluate_checkpoint(tmp_path / "nan.pdckpt", data=data, out_dir=tmp_path / "b")
+    model, _ = ck.model_from_checkpoint(ckpt)
+    model.fc.weight.set_value(model.fc.weight * float("nan"))  # diverged after loading
+    with pytest.raises(RuntimeError, match="13 of 13 clips got non-finite logits"):
+        evaluate(model, data["clip"].epoch(0))
+    assert not list(tmp_path.rglob("eval.json"))
+
+
+class _NeverRead(ArrayClips):
+    def epoch(self, index: int):
+        raise AssertionError("evaluated before the output folder was checked")
+
+
+def test_eval_out_read_only_fails_before_any_pass(trained, readonly_dir: Path) -> None:
+    ckpt, data = trained
+    never = _NeverRead(data["clip"].clips, data["clip"].labels, CLASSES[:4], batch_size=4)
+    with pytest.raises(OSError, match=f"{readonly_dir}: cannot write there"):
+        evaluate_checkpoint(ckpt, data={"clip": never, "video": never}, out_dir=readonly_dir)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(ckpt), "--out", str(readonly_dir)])
+    assert res.exit_code == 1 and f"Error: {readonly_dir}: cannot write there" in res.output
+
+
+def test_report_names_a_malformed_eval_json(trained, tmp_path: Path) -> None:
+    import shutil
+
+    ckpt, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run)
+    ev = run / "eval-x"
+    ev.mkdir()
+    cases = (("{not json", "eval.json: unreadable"),
+             ('{"modes": {}}', "eval.json: missing checkpoint, model"),
+             ("[1, 2]", "eval.json: not an eval.json written by `ucf3d eval`"))  # fmt: skip
+    for text, message in cases:
+        (ev / "eval.json").write_text(text)
+        res = CliRunner().invoke(cli.main, ["report", str(run), "--eval-dir", str(ev)])
+        assert res.exit_code == 1 and res.output.startswith(f"Error: {ev / 'eval.json'}: "), text
+        assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_json_outputs_never_hold_nan(tmp_path: Path) -> None:
+    from train.config import write_json
+
+    with pytest.raises(ValueError, match=r"x\.json: not written, the values hold NaN or infinity"):
+        write_json(tmp_path / "x.json", {"video_top1": float("nan")})
+    assert not list(tmp_path.iterdir())

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import pytest
 
 import ondisk
@@ -179,7 +180,7 @@ def test_ctrl_c_leaves_nothing_finished_looking(synth_root: Path, tmp_path: Path
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 130  # 128 + SIGINT, the shell's convention for Ctrl-C
     assert not (w / ondisk.WORK_INDEX).exists()  # the index is written by completed runs only
     finished = list(w.rglob("*.webm"))
     assert 0 < len(finished) < 66
@@ -201,3 +202,93 @@ def test_h264_option(bad_world: tuple[Path, Path], tmp_path: Path) -> None:
         n, keys = _decode_count(video)
         assert rec["n_frames"] == n == count_frames(video)
         assert keys == list(range(0, n, 8))
+
+
+def test_second_run_on_a_locked_work_dir_is_refused(bad_world, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+    from prep.files import locked_dir
+
+    videos, lists = bad_world
+    w = tmp_path / "w"
+    args = ["extract", "--videos", str(videos), "--splits", str(lists), "--out", str(w), "-j", "1"]
+    with locked_dir(w, "ucf3d extract"):  # a first run, still going (the kernel lock is per open)
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and res.output.startswith(
+            f"Error: {w}: in use by `ucf3d extract`"
+        )
+        assert f"(pid {os.getpid()} on " in res.output
+        assert not (w / ondisk.WORK_CONFIG).exists()  # nothing touched
+    assert CliRunner().invoke(main, args).exit_code == 0  # free again once the first run ends
+
+
+def _small_world(synth_root: Path, root: Path, extra: dict[str, bytes | None]) -> tuple[Path, Path]:
+    """MoveLeft g01 (train) and g02 (test) from the synthetic set, plus `extra` videos for train
+    (name -> bytes, or None to leave it missing)."""
+    videos, lists = root / "UCF-101", root / "lists"
+    (videos / "MoveLeft").mkdir(parents=True)
+    lists.mkdir()
+    for g in (1, 2):
+        shutil.copy(synth_root / "UCF-101" / "MoveLeft" / f"v_MoveLeft_g0{g}_c01.avi",
+                    videos / "MoveLeft")  # fmt: skip
+    for name, data in extra.items():
+        if data is not None:
+            (videos / "MoveLeft" / name).write_bytes(data)
+    train = ["v_MoveLeft_g01_c01.avi", *extra]
+    (lists / "classInd.txt").write_text("1 MoveLeft\n")
+    (lists / "trainlist01.txt").write_text("".join(f"MoveLeft/{n} 1\n" for n in train))
+    (lists / "testlist01.txt").write_text("MoveLeft/v_MoveLeft_g02_c01.avi\n")
+    return videos, lists
+
+
+def test_audio_only_file_is_no_video_stream(synth_root: Path, tmp_path: Path) -> None:
+    audio = tmp_path / "a.avi"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=1", "-c:a", "pcm_s16le", str(audio)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    extra = {"v_MoveLeft_g03_c01.avi": audio.read_bytes()}
+    videos, lists = _small_world(synth_root, tmp_path / "world", extra)
+    res = extract(ExtractConfig(videos, lists, tmp_path / "w", jobs=1))
+    assert (res.prepared, res.errors) == (2, 1)
+    err = json.loads((tmp_path / "w" / ondisk.WORK_ERRORS).read_text())
+    assert err["reason"] == "no video stream: the file holds no video, only audio"
+
+
+def test_broken_ffmpeg_fails_up_front(synth_root: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+
+    videos, lists = _small_world(synth_root, tmp_path / "world", {})
+    w = tmp_path / "w"
+    args = ["extract", "--videos", str(videos), "--splits", str(lists), "--out", str(w)]
+    res = CliRunner().invoke(main, [*args, "--ffmpeg", str(tmp_path / "no-ffmpeg")])
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: {tmp_path / 'no-ffmpeg'}: cannot run ffmpeg")
+    res = CliRunner().invoke(main, args, env={"UCF3D_FFMPEG": "/bin/false"})
+    assert res.exit_code == 1 and res.output.startswith("Error: /bin/false: not a working ffmpeg")
+    assert not w.exists()  # refused before any work
+    res = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--ffmpeg", "/bin/true"])
+    assert res.exit_code == 1 and "Error: /bin/true: not a working ffmpeg" in res.output
+
+
+def test_decode_error_crosses_a_process_pool(synth_root: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from click.testing import CliRunner
+
+    from cli import main
+
+    e = pickle.loads(pickle.dumps(DecodeError(Path("x.avi"), "line 1\nline 2")))
+    assert (e.path, e.stderr_tail, str(e)) == (Path("x.avi"), "line 1\nline 2",
+                                               "x.avi: ffmpeg failed: line 2")  # fmt: skip
+    extra = {"v_MoveLeft_g06_c01.avi": os.urandom(50_000)}  # one broken video
+    videos, lists = _small_world(synth_root, tmp_path / "world", extra)
+    args = ["bench", "prep", "--scratch", str(tmp_path / "scratch"), "--videos", str(videos),
+            "--splits", str(lists), "--jobs", "2"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert (out["n_videos"], out["prepared"]) == (3, 2)
+    assert out["jpeg"]["errors"] == 1 and out["ours"]["errors"] == 1

@@ -196,3 +196,48 @@ def test_verify_reports_missing_member_and_stale_index(prepared, tmp_path: Path)
     problems = verify(manifests, 1)
     assert f"{rec.shard}: {rec.key}: meta.i32 is None, expected" in "\n".join(problems)
     assert any(p.startswith(f"{rec.shard}: DALI index") for p in problems)
+
+
+def _work_copy(work_dir: Path, w: Path, keep=lambda rec: True) -> None:
+    """A work directory sharing work_dir's videos (symlinked), with index lines chosen by keep."""
+    w.mkdir()
+    shutil.copy(work_dir / ondisk.WORK_CONFIG, w)
+    (w / ondisk.WORK_VIDEOS).symlink_to(work_dir / ondisk.WORK_VIDEOS)
+    index = [json.loads(x) for x in (work_dir / ondisk.WORK_INDEX).open()]
+    (w / ondisk.WORK_INDEX).write_text("".join(json.dumps(x) + "\n" for x in index if keep(x)))
+
+
+def test_interrupted_extract_rerun_is_refused_by_shard(
+    work_dir: Path, synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prep.extract
+
+    w = tmp_path / "w"
+    _work_copy(work_dir, w, keep=lambda r: r["class"] != "PushLeft")  # an earlier, smaller run
+
+    def interrupted(tasks, jobs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(prep.extract, "_run", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="run the same command again to resume"):
+        extract(ExtractConfig(synth_root / "UCF-101", synth_root / "ucfTrainTestlist", w))
+    with pytest.raises(
+        ondisk.FormatError, match="the last `ucf3d extract` into it did not complete"
+    ):
+        shard(ShardConfig(w, 1, tmp_path / "s", tmp_path / "m"))
+
+
+def test_unprepared_videos_and_empty_classes_are_reported(
+    work_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = tmp_path / "w"
+    _work_copy(work_dir, w, keep=lambda r: not (r["class"] == "PushLeft" and 1 in r["test_in"]))
+    bad = {"key": "v_MoveLeft_g99_c01", "class": "MoveLeft", "path": "x", "reason": "zero bytes"}
+    (w / ondisk.WORK_ERRORS).write_text(json.dumps(bad) + "\n")
+    s = shard(ShardConfig(w, 1, tmp_path / "s", tmp_path / "m", TINY_SHARD_SIZE))
+    assert s["subsets"]["test"]["per_class"]["PushLeft"] == 0
+    assert len(s["warnings"]) == 2
+    assert "1 listed video(s) could not be prepared" in caplog.text
+    assert "v_MoveLeft_g99_c01: zero bytes" in caplog.text
+    assert "split 1: 1 class(es) have no test videos: PushLeft" in caplog.text

@@ -208,3 +208,116 @@ def test_gpu_device_on_cpu_paddle_is_a_clear_error(tmp_path: Path, data) -> None
     with pytest.raises(RuntimeError, match="--device gpu needs a CUDA build of Paddle"):
         fit(tiny_cfg(tmp_path / "g", device="gpu"), train_data=data[0])
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--lr", "nan"], ["--lr", "-1"], ["--lr", "inf"], ["--lr", "0"], ["--momentum", "1.5"],
+     ["--weight-decay", "nan"], ["--milestones=-5,3"], ["--milestones", "30,20"]],
+)  # fmt: skip
+def test_cli_train_refuses_non_finite_and_negative_values(args: list[str], tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli.main, ["train", "--run-dir", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2 and ("--lr" in res.output or args[0].split("=")[0] in res.output)
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_refuses_non_finite_values() -> None:
+    for bad in ({"lr": float("nan")}, {"lr": -1.0}, {"momentum": float("inf")}, {"gamma": 2.0},
+                {"milestones": (-5, 3)}):  # fmt: skip
+        with pytest.raises(ValueError, match="must be"):
+            TrainConfig(**bad)
+
+
+def test_a_diverged_run_is_an_error_and_saves_nothing(
+    tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    import train.loop
+
+    real = train.loop.build_optimizer
+
+    def nan_lr(cfg, model):  # a NaN learning rate past validation: a run that diverges
+        cfg = copy.copy(cfg)
+        object.__setattr__(cfg, "lr", float("nan"))
+        return real(cfg, model)
+
+    monkeypatch.setattr(train.loop, "build_optimizer", nan_lr)
+    run = tmp_path / "nan"
+    cfg = tiny_cfg(run, epochs=1, max_steps=1)  # one step: its loss is still finite
+    with pytest.raises(RuntimeError, match="non-finite logits"):
+        fit(cfg, train_data=data[0], val_data=data[1])  # validation would have said acc 1.0
+    assert not (run / ck.BEST).exists() and not (run / ck.LAST).exists()
+    with pytest.raises(RuntimeError, match="epoch 1: weights hold NaN or inf"):
+        fit(tiny_cfg(tmp_path / "noval", epochs=1, max_steps=1), train_data=data[0])
+    assert not (tmp_path / "noval" / ck.LAST).exists()
+
+
+def test_checkpoint_weights_checksum(tmp_path: Path, data, caplog) -> None:
+    run = fit(tiny_cfg(tmp_path / "run", epochs=1, max_steps=1), train_data=data[0], val_data=None)
+    state = ck.load_checkpoint(run / ck.LAST)
+    assert state[ck.MODEL_SHA256] == ck.weights_sha256(state["model"])
+    big = max(state["model"], key=lambda k: state["model"][k].size)
+    raw = bytearray((run / ck.LAST).read_bytes())
+    at = raw.find(state["model"][big].numpy().tobytes()[:256])
+    assert at > 0
+    raw[at + 1000] ^= 0x10  # one flipped bit inside the weights: the file still unpickles
+    flipped = tmp_path / "flipped.pdckpt"
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(ck.CheckpointError, match=r"flipped\.pdckpt: weights do not match their"):
+        ck.load_checkpoint(flipped)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(flipped)])
+    assert res.exit_code == 1 and "weights do not match their checksum" in res.output
+    del state[ck.MODEL_SHA256]  # as written before checksums: accepted, with a warning
+    paddle.save(state, str(tmp_path / "old.pdckpt"))
+    assert ck.load_checkpoint(tmp_path / "old.pdckpt")["epoch"] == 1
+    assert "no weights checksum (an older checkpoint)" in caplog.text
+
+
+class _Interrupted(ArrayClips):
+    def close(self) -> None:
+        pass
+
+    def epoch(self, index: int):
+        if index == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second epoch
+        return super().epoch(index)
+
+
+def test_ctrl_c_in_train_says_what_was_saved_and_how_to_resume(
+    tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = random_clips(8, len(CLASSES), size=32, seed=0)
+    stop = _Interrupted(x, y, CLASSES, batch_size=4)
+    with pytest.raises(KeyboardInterrupt, match="no checkpoint saved yet"):
+        fit(tiny_cfg(tmp_path / "a", epochs=3, checkpoint_every=5), train_data=stop)
+    import train.loop
+
+    monkeypatch.setattr(train.loop, "open_loaders", lambda cfg: (stop, stop))
+    run = tmp_path / "b"
+    args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "4", "--epochs", "3",
+            "--checkpoint", "1", "--run-dir", str(run)]  # fmt: skip
+    res = CliRunner().invoke(cli.main, args)
+    assert res.exit_code == 130, res.output
+    assert f"epoch 1 of 3 is the last saved ({run / ck.LAST}); resume with: ucf3d train " \
+        f"--run-dir {run.resolve()} --resume" in res.output  # fmt: skip
+
+
+def _has_libcuda() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_libcuda(), reason="this machine has NVIDIA's driver")
+def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli.main, ["train", "--decode", "gpu", "--run-dir", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: --decode gpu needs an NVIDIA GPU and its driver")
+    assert not (tmp_path / "r").exists()

@@ -101,3 +101,39 @@ def test_cli_train_resume_eval_export_predict(prepared, tmp_path: Path) -> None:
     res = runner.invoke(cli.main, ["predict", str(video), "--model", str(tmp_path / "export")])
     assert res.exit_code == 0, res.output
     assert len(res.output.strip().splitlines()) == 4  # header + 3 classes
+
+
+def test_relative_paths_work_from_another_folder(
+    prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.json keeps absolute paths, and --manifests alone finds the summary's shards."""
+    import os
+
+    from click.testing import CliRunner
+
+    import cli
+
+    run, cwd = tmp_path / "run", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # no shards/ here: --shards must come from the split summary
+    args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "1",
+            "--max-steps", "1", "--max-val-steps", "1", "--threads", "2",
+            "--manifests", os.path.relpath(prepared.manifests), "--run-dir", str(run)]  # fmt: skip
+    res = CliRunner().invoke(cli.main, args)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["manifests"] == str(prepared.manifests.resolve()) and saved["shards"] is None
+    monkeypatch.chdir(tmp_path)  # elsewhere: neither manifests/ nor shards/ here
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(run / "last.pdckpt"), "--mode",
+                                        "clip", "--threads", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    state = ck.load_checkpoint(run / ck.LAST)
+    state["config"]["manifests"] = "manifests"  # as older runs stored it: relative
+    ck.save_checkpoint(tmp_path / "old.pdckpt", state)
+    res = CliRunner().invoke(cli.main, ["eval", "--ckpt", str(tmp_path / "old.pdckpt")])
+    assert res.exit_code == 1 and "the data it was trained on is not at" in res.output
+    assert "pass --manifests" in res.output
+    args = ["eval", "--ckpt", str(tmp_path / "old.pdckpt"), "--mode", "clip",
+            "--manifests", str(prepared.manifests)]  # fmt: skip
+    res = CliRunner().invoke(cli.main, args)
+    assert res.exit_code == 0, res.output  # overridden; the shards come from that summary

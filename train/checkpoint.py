@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import random
 from pathlib import Path
@@ -13,8 +15,11 @@ import paddle
 from train.config import TrainConfig
 from train.models import ResNet3D, create_model
 
+log = logging.getLogger(__name__)
+
 FORMAT = "ucf3d-checkpoint"
 VERSION = 1
+MODEL_SHA256 = "model_sha256"  # checksum of the weights, checked on load
 LAST = "last.pdckpt"
 BEST = "best.pdckpt"
 
@@ -40,12 +45,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         pass
 
 
+def _array(v: Any) -> np.ndarray:
+    return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+
+
+def weights_sha256(weights: dict[str, Any]) -> str:
+    """sha256 over every weight's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        a = np.ascontiguousarray(_array(weights[name]))
+        h.update(f"{name} {a.dtype} {a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write `state` plus format tags to `path` atomically (tmp + fsync + rename)."""
+    """Write `state` plus format tags and the weights' sha256 to `path` atomically (tmp + fsync
+    + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    paddle.save({"format": FORMAT, "version": VERSION, **state}, str(tmp))
+    tags = {"format": FORMAT, "version": VERSION, MODEL_SHA256: weights_sha256(state["model"])}
+    paddle.save({**state, **tags}, str(tmp))
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -75,6 +96,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path}: checkpoint lacks {key!r}; it is incomplete, train again"
             )
+    if MODEL_SHA256 not in state:  # written before checksums were stored: usable, unverified
+        log.warning("%s: no weights checksum (an older checkpoint); weights not verified", path)
+    elif weights_sha256(state["model"]) != state[MODEL_SHA256]:
+        raise CheckpointError(
+            f"{path}: weights do not match their checksum: the file is corrupt; use another "
+            "checkpoint (best/last) or train again"
+        )
     return state
 
 
@@ -101,6 +129,12 @@ def load_model_weights(model: ResNet3D, weights: dict[str, Any], path: Path) -> 
                 f"{path}: {k} has shape {list(weights[k].shape)}, the model wants {list(v.shape)}; "
                 "the checkpoint was built for another depth, width or class count"
             )
+    bad = [k for k, v in weights.items() if not np.isfinite(_array(v)).all()]
+    if bad:
+        raise CheckpointError(
+            f"{path}: weights hold NaN or inf ({', '.join(bad[:3])}); the run that saved it "
+            "diverged, use an earlier checkpoint"
+        )
     model.set_state_dict(weights)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,8 @@ class TrainConfig:
     shortcut: str | None = None  # None -> the depth's default (train.models.default_shortcut)
     widths: tuple[int, ...] | None = None  # None = 64-128-256-512 (tiny: 8-16-32-64)
     num_classes: int | None = None
-    manifests: Path = Path("manifests")
-    shards: Path = Path("shards")
+    manifests: Path = Path("manifests")  # stored absolute: eval and resume work from anywhere
+    shards: Path | None = None  # None: the split summary's shards_dir (where `shard` wrote them)
     split: int = 1
     clip_len: int = 16
     size: int = 112
@@ -81,10 +84,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.val_from_train < 1:
             raise ValueError(f"val_from_train must be in [0, 1), got {self.val_from_train}")
+        for name, lo, hi in (("lr", 0, math.inf), ("momentum", 0, 1), ("weight_decay", 0, math.inf),
+                             ("gamma", 0, 1)):  # fmt: skip
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and lo <= v <= hi):
+                raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {v!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        ms = tuple(self.milestones)
+        if any(int(m) < 1 for m in ms) or list(ms) != sorted(set(ms)):
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {list(ms)}")
         if self.size < 32 or self.clip_len < 1:
             raise ValueError(f"clips must be at least 1x32x32, got {self.clip_len}x{self.size}")
-        for name in ("manifests", "shards", "run_dir"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+        for name in ("manifests", "shards"):  # resolved, so a run does not depend on its cwd
+            v = getattr(self, name)
+            object.__setattr__(self, name, None if v is None else Path(v).resolve())
         for name in ("widths", "milestones"):
             v = getattr(self, name)
             object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))
@@ -128,6 +143,31 @@ def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write: tmp file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # NaN and Infinity are not JSON: never write them
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise ValueError(f"{path}: not written, the values hold NaN or infinity ({e})") from e
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def writable_dir(path: Path) -> Path:
+    """Create `path` if needed and check that a file can be written in it, before any long work;
+    an OSError naming it if not (a read-only folder would otherwise fail deep in a library)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".ucf3d-write-test-"):
+            pass
+    except OSError as e:
+        raise OSError(f"{path}: cannot write there ({e.strerror or e})") from e
+    return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

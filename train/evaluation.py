@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+import ondisk
 from train import checkpoint as ck
-from train.config import write_json
-from train.loop import ClipSource, evaluate, use_device
+from train.config import writable_dir, write_json
+from train.loop import ClipSource, check_gpu_decode, evaluate, use_device
 from train.metrics import summarize
 from train.report_plots import plot_confusion
 
@@ -31,7 +32,10 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     )  # fmt: skip
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads
+    if overrides.get("manifests") is not None and overrides.get("shards") is None:
+        opts["shards"] = None  # other manifests: their summary says where their shards are
     opts.update({k: v for k, v in overrides.items() if v is not None})
+    check_gpu_decode(opts["decode"])
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
 
@@ -68,14 +72,20 @@ def evaluate_checkpoint(
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
+    model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)  # weights checked first
     out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
-    out.mkdir(parents=True, exist_ok=True)
+    writable_dir(out)  # now, not after the first pass over the test set
+    if data is None and (loader_overrides or {}).get("manifests") is None:
+        if not (cfg.manifests / ondisk.summary_name(cfg.split)).is_file():
+            raise ck.CheckpointError(
+                f"{ckpt}: the data it was trained on is not at {cfg.manifests} any more; "
+                "pass --manifests (and --shards) to evaluate on it where it is now"
+            )
     result: dict[str, Any] = {
         "checkpoint": str(ckpt), "model": cfg.model, "epoch": int(state["epoch"]),
         "split": cfg.split, "num_classes": len(classes), "windows": windows, "modes": {},
         "files": {},
     }  # fmt: skip
-    model = None
     for mode in modes:
         overrides = {**(loader_overrides or {}), "windows": windows}
         source = (data or {}).get(mode) or open_eval_loader(cfg, mode, overrides)
@@ -84,8 +94,6 @@ def evaluate_checkpoint(
                 f"{ckpt}: trained on {len(classes)} classes, the test data has "
                 f"{len(source.classes)} (or other names); evaluate on the split it was trained on"
             )
-        if model is None:
-            model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
         pred_file = out / f"predictions_{mode}.json"

@@ -11,7 +11,7 @@ from paddle.static import InputSpec
 from paddle.utils import unique_name
 
 from train import checkpoint as ck
-from train.config import MEAN, STD, write_json
+from train.config import MEAN, STD, sha256_file, writable_dir, write_json
 from train.preprocess import FPS, SHORT_SIDE
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def export_checkpoint(ckpt: Path, out_dir: Path) -> Path:
     with unique_name.guard():
         model, state = ck.model_from_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    writable_dir(out_dir)  # else Paddle's C++ save fails with its own internals
     spec = InputSpec([None, 3, cfg.clip_len, cfg.size, cfg.size], "float32", "clips")
     model.eval()
     paddle.jit.save(model, str(out_dir / PREFIX), input_spec=[spec])
@@ -44,6 +44,9 @@ def export_checkpoint(ckpt: Path, out_dir: Path) -> Path:
         "std": list(cfg.loader_options.get("std", STD)),
         "input": "clips (N, 3, T, H, W) float32, RGB 0-255 minus mean, divided by std",
         "output": "logits (N, classes)",
+        "files": {  # checked by predict: a truncated or swapped file is named, not run
+            p.name: sha256_file(p) for p in sorted(out_dir.glob(f"{PREFIX}.*")) if p.is_file()
+        },
     }
     write_json(out_dir / META, meta)  # written last: its presence marks a complete export
     log.info("exported %s (epoch %d) to %s", ckpt, meta["epoch"], out_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import random
@@ -28,6 +29,7 @@ from train.rundir import (
     append_metrics,
     log_to,
     prepare_run_dir,
+    resume_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,20 @@ def use_device(device: str) -> None:
     if mixed:
         log.warning(mixed)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
+
+
+def check_gpu_decode(decode: str) -> None:
+    """Decoding on the GPU needs NVIDIA's driver for DALI's NVDEC; say so instead of DALI's
+    assert."""
+    if decode == "cpu":
+        return
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        raise RuntimeError(
+            f"--decode {decode} needs an NVIDIA GPU and its driver (libcuda.so.1 cannot be "
+            "loaded here); use --decode cpu"
+        ) from e
 
 
 class ClipSource(Protocol):
@@ -233,6 +249,12 @@ def evaluate(
     if not logits_all:
         raise RuntimeError("the evaluation loader yielded no batches")
     logits, labels = np.concatenate(logits_all), np.concatenate(labels_all)
+    bad = int((~np.isfinite(logits).all(axis=1)).sum())
+    if bad:  # argmax of NaN is 0: it would score as a (wrong or right) prediction
+        raise RuntimeError(
+            f"{bad} of {len(logits)} clips got non-finite logits (NaN or inf): the model's "
+            "weights have diverged or are corrupt; lower --lr or use fp32"
+        )
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     return {
@@ -263,6 +285,8 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     """The real DALI loaders: random clips from the train subset, 3 clips per test video for val
     (or per video of the held-out training groups, with cfg.val_from_train)."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
+
+    check_gpu_decode(cfg.decode)
 
     common = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
@@ -312,7 +336,10 @@ def fit(
         stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
         # Same parameter and accumulator names in every run, so a saved optimiser state loads.
         stack.enter_context(unique_name.guard())
-        return _fit(cfg, state, to_resume, classes, train_data, val_data)
+        try:
+            return _fit(cfg, state, to_resume, classes, train_data, val_data)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(resume_hint(cfg)) from None
 
 
 def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
@@ -358,6 +385,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
         append_metrics(run / METRICS_JSONL, record)
+        _check_finite(model, record)  # never save diverged weights as best or last
         is_best = record.get("val_acc", -1.0) > best
         best = max(best, record.get("val_acc", -1.0))
         ckpt_state = {
@@ -371,6 +399,21 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         if is_best:
             ck.save_checkpoint(run / ck.BEST, ckpt_state)
     return run
+
+
+def _check_finite(model: paddle.nn.Layer, record: dict[str, Any]) -> None:
+    """RuntimeError if the epoch's losses or the model's weights are NaN or infinite."""
+    for k in ("train_loss", "val_loss"):
+        if k in record and not math.isfinite(record[k]):
+            raise RuntimeError(
+                f"epoch {record['epoch']}: {k} is {record[k]}; lower --lr or use fp32"
+            )
+    bad = [n for n, p in model.state_dict().items() if not bool(paddle.isfinite(p).all())]
+    if bad:
+        raise RuntimeError(
+            f"epoch {record['epoch']}: weights hold NaN or inf ({', '.join(bad[:3])}); "
+            "not saved; lower --lr or use fp32"
+        )
 
 
 def _epoch_len(data: Any, max_steps: int | None) -> int | None:

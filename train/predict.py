@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from train.config import sha256_file
 from train.export import META, PREFIX
 from train.loop import use_device
 from train.metrics import softmax
@@ -47,6 +48,13 @@ class Predictor:
         )
         if program is None or not params.is_file():
             raise FileNotFoundError(f"{model_dir}: model files missing; export the model again")
+        for name, digest in self.meta.get("files", {}).items():  # older exports have none
+            f = model_dir / name
+            if not f.is_file() or sha256_file(f) != digest:
+                raise ValueError(
+                    f"{f}: does not match {META} (sha256): missing, truncated, changed or from "
+                    "another export; export the model again"
+                )
         config = pi.Config(str(program), str(params))
         if device == "gpu":
             use_device("gpu")  # a clear error on CPU-only Paddle builds
@@ -55,19 +63,33 @@ class Predictor:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(threads)
         config.disable_glog_info()
-        self.predictor = pi.create_predictor(config)
-        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        self.model_dir = model_dir
+        try:  # Paddle's C++ raises many types, and names no file
+            self.predictor = pi.create_predictor(config)
+            self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+            self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        except Exception as e:
+            raise self._error(e) from e
+
+    def _error(self, e: Exception) -> ValueError:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return ValueError(
+            f"{self.model_dir}: the exported model does not load or run ({first}); "
+            "export the model again"
+        )
 
     def logits(self, clips: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """(N, 3, T, S, S) float32 -> (N, classes) logits, in batches."""
         out = []
         for i in range(0, len(clips), batch_size):
             x = np.ascontiguousarray(clips[i : i + batch_size], dtype=np.float32)
-            self.input.reshape(list(x.shape))
-            self.input.copy_from_cpu(x)
-            self.predictor.run()
-            out.append(self.output.copy_to_cpu())
+            try:
+                self.input.reshape(list(x.shape))
+                self.input.copy_from_cpu(x)
+                self.predictor.run()
+                out.append(self.output.copy_to_cpu())
+            except Exception as e:  # e.g. parameters of another model: shapes do not fit
+                raise self._error(e) from e
         return np.concatenate(out)
 
 
@@ -87,6 +109,11 @@ def predict_video(
         m.get("fps", 25),
     )
     logits = pred.logits(clips)  # (N, classes)
+    if logits.shape[1:] != (len(m["classes"]),) or not np.isfinite(logits).all():
+        raise ValueError(
+            f"{model_dir}: the model gave {logits.shape[1:]} logits for {len(m['classes'])} "
+            f"classes{'' if np.isfinite(logits).all() else ', with NaN or inf'}; export it again"
+        )
     probs = softmax(logits).mean(axis=0)  # (classes,)
     order = np.argsort(-probs, kind="stable")[:topk]
     return {

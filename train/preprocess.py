@@ -26,9 +26,16 @@ def decode_frames(
     """All frames at `fps`, scaled like extract, centre square resized: (F, size, size, 3) RGB."""
     import imageio_ffmpeg
 
+    from prep.encode import probe_source  # extract's own checks, so predict rejects the same
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: zero bytes")
+    declared, problem = probe_source(path, fps)  # truncated, or no video stream
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     s = short_side
     vf = ",".join([
         f"fps={fps}",  # extract: constant frame rate,
@@ -42,12 +49,15 @@ def decode_frames(
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
            "-an", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise ValueError(f"{path}: cannot decode video ({tail[0]})")
+    if proc.returncode != 0 or proc.stderr.strip():  # as extract: any error met is a failure
+        tail = [x for x in proc.stderr.decode(errors="replace").splitlines() if x.strip()]
+        raise ValueError(f"{path}: undecodable: {' | '.join(tail[-3:]) or 'ffmpeg failed'}")
     frame_bytes = size * size * 3
     if not proc.stdout or len(proc.stdout) % frame_bytes:
-        raise ValueError(f"{path}: no frames decoded")
+        raise ValueError(f"{path}: undecodable: no frames decoded")
+    n = len(proc.stdout) // frame_bytes
+    if declared is not None and n + 2 < declared:
+        raise ValueError(f"{path}: truncated: header declares ~{declared} frames, decoded {n}")
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
 
 
@@ -88,5 +98,11 @@ def video_clips(
     std: Sequence[float] = STD,
     fps: int = FPS,
 ) -> np.ndarray:
-    """A video file as video-mode eval sees it: (N, 3, clip_len, size, size) float32."""
-    return windows(decode_frames(path, size, short_side, fps), clip_len, size, mean, std)
+    """A video file as video-mode eval sees it: (N, 3, clip_len, size, size) float32.
+
+    Refuses what `ucf3d extract` refuses, with its reasons (a video shorter than one clip too).
+    """
+    frames = decode_frames(path, size, short_side, fps)
+    if len(frames) < clip_len:
+        raise ValueError(f"{path}: too short: {len(frames)} frames < one {clip_len}-frame clip")
+    return windows(frames, clip_len, size, mean, std)

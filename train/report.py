@@ -40,6 +40,28 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+_EVAL_KEYS = ("checkpoint", "model", "epoch", "split", "modes", "clip_top1", "clip_top5",
+              "video_top1", "video_top5")  # fmt: skip
+_MODE_KEYS = ("clips", "videos", "clip_top1", "clip_top5", "video_top1", "video_top5",
+              "per_class", "time_s")  # fmt: skip
+
+
+def read_eval(path: Path) -> dict[str, Any]:
+    """An eval.json written by `ucf3d eval`, checked for what the report reads (errors name it)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); run `ucf3d eval` again") from e
+    if not isinstance(result, dict) or not isinstance(result.get("modes"), dict):
+        raise ValueError(f"{path}: not an eval.json written by `ucf3d eval`; run it again")
+    missing = [k for k in _EVAL_KEYS if k not in result]
+    missing += [f"modes.{m}.{k}" for m, v in result["modes"].items() for k in _MODE_KEYS
+                if not isinstance(v, dict) or k not in v]  # fmt: skip
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing[:5])}; run `ucf3d eval` again")
+    return result
+
+
 def find_eval(run_dir: Path) -> Path | None:
     """The eval folder to report: eval-last, else eval-best, else the newest eval-*/eval.json."""
     run_dir = Path(run_dir)
@@ -117,7 +139,7 @@ def build_report(run_dir: Path, eval_dir: Path | None = None) -> Path:
     eval_dir = Path(eval_dir) if eval_dir is not None else find_eval(run_dir)
     result = None
     if eval_dir is not None:
-        result = json.loads((eval_dir / EVAL_JSON).read_text(encoding="utf-8"))
+        result = read_eval(eval_dir / EVAL_JSON)
     curves = plot_curves(metrics, run_dir / CURVES_PNG, f"{cfg['model']} on split {cfg['split']}")
     pngs = {}
     for mode in (result or {}).get("modes", {}):
@@ -159,7 +181,8 @@ def _config_rows(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("model", f"{cfg['model']} (widths {widths}, shortcut {cfg['shortcut']})"),
         ("data", f"split {cfg['split']}, {cfg['num_classes']} classes, "
-                 f"manifests `{cfg['manifests']}`, shards `{cfg['shards']}`"),
+                 f"manifests `{cfg['manifests']}`, "
+                 f"shards `{cfg['shards'] or 'shards_dir of the summary'}`"),
         ("clips", f"{cfg['clip_len']} x {cfg['size']} x {cfg['size']}"),
         ("batch size", str(cfg["batch_size"])),
         ("optimiser", f"SGD lr {cfg['lr']}, momentum {cfg['momentum']}, "

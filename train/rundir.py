@@ -1,10 +1,12 @@
-"""The run directory: refuse another run's folder, metrics.jsonl lines, the run's train.log."""
+"""The run directory: refuse another run's folder, metrics.jsonl lines, the run's train.log, the
+resume hint after Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,24 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool) -> Path | None:
     if not last.exists():
         raise ck.CheckpointError(f"{last}: no checkpoint to resume from; drop --resume to start")
     return last
+
+
+def resume_hint(cfg: TrainConfig) -> str:
+    """After Ctrl-C: which epoch the run's last.pdckpt holds, and the command that resumes it."""
+    last = cfg.run_dir / ck.LAST
+    try:
+        epoch = int(ck.load_checkpoint(last)["epoch"]) if last.is_file() else None
+    except ck.CheckpointError:
+        epoch = None
+    if epoch is None:
+        return (
+            f"no checkpoint saved yet in {cfg.run_dir} (one is written every "
+            f"{cfg.checkpoint_every} epoch(s)); run the same command again to start over"
+        )
+    return (
+        f"epoch {epoch} of {cfg.epochs} is the last saved ({last}); resume with: "
+        f"ucf3d train --run-dir {shlex.quote(str(cfg.run_dir.resolve()))} --resume"
+    )
 
 
 def append_metrics(path: Path, record: dict[str, Any], keep_upto: int | None = None) -> None:
