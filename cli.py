@@ -43,9 +43,17 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(_rank_prefix() + str(e)) from e
 
     return wrapper
+
+
+def _rank_prefix() -> str:
+    """`rank R of W: ` under paddle.distributed.launch (one error line per rank), else nothing."""
+    import os
+
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
+    return f"rank {os.environ.get('PADDLE_TRAINER_ID', 0)} of {world}: " if world > 1 else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -399,6 +407,9 @@ def _given(ctx: click.Context, name: str) -> bool:
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the model through paddle.jit.to_static (Paddle's static-graph executor).")
+@click.option("--sync-bn", is_flag=True,
+              help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
+                   "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")
 @click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
@@ -422,6 +433,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
     import json
 
     from train.config import TrainConfig
+    from train.dist import local_batch, world
     from train.loop import fit
     from train.models import model_name
     from train.rundir import CONFIG_JSON, METRICS_JSONL
@@ -466,6 +478,10 @@ def train(ctx: click.Context, **opts: Any) -> None:
         cfg = TrainConfig(**opts)
     except ValueError as e:  # option values that do not fit together
         raise click.UsageError(str(e)) from e
+    try:  # under paddle.distributed.launch the batch is shared by the ranks
+        local_batch(cfg.batch_size, world()[1])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--batch-size") from e
     run = fit(cfg, resume=resume)
     lines = (run / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
     last = json.loads(lines[-1]) if lines else {}

@@ -52,6 +52,7 @@ class TrainConfig:
     decode: str = "cpu"
     amp: str = "none"
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
+    sync_bn: bool = False  # BatchNorm statistics over all ranks (GPU); Hara's were per GPU
     checkpoint_every: int = 10
     val_every: int = 1
     log_every: int = 10

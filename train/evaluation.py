@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from train import checkpoint as ck
+from train import dist
 from train.config import write_json
 from train.loop import ClipSource, evaluate, use_device
 from train.metrics import summarize
@@ -32,6 +33,7 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads
     opts.update({k: v for k, v in overrides.items() if v is not None})
+    opts["batch_size"] = -(-opts["batch_size"] // dist.world()[1])  # a share of it per rank
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
 
@@ -58,11 +60,13 @@ def evaluate_checkpoint(
         if m not in EVAL_MODES:
             raise ValueError(f"unknown eval mode {m!r}; valid: {', '.join(EVAL_MODES)}")
     use_device(device)
+    main = dist.init()[0] == 0  # under the launcher every rank scores its videos, rank 0 writes
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
     out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "checkpoint": str(ckpt), "model": cfg.model, "epoch": int(state["epoch"]),
         "split": cfg.split, "num_classes": len(classes), "modes": {}, "files": {},
@@ -78,14 +82,18 @@ def evaluate_checkpoint(
         if model is None:
             model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
+        ev = dist.gather_eval(ev)  # all ranks' videos, in the order one process scores them
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
-        pred_file = out / f"predictions_{mode}.json"
-        write_json(pred_file, {"checkpoint": str(ckpt), "mode": mode, "videos": s["predictions"]})
-        png = plot_confusion(
-            s["confusion"], classes, out / f"confusion_{mode}.png",
-            f"{cfg.model} epoch {state['epoch']}, {mode} mode: video top-1 {s['video_top1']:.3f}",
-        )  # fmt: skip
-        np.savetxt(out / f"confusion_{mode}.csv", s["confusion"], fmt="%d", delimiter=",")
+        pred_file, png = out / f"predictions_{mode}.json", out / f"confusion_{mode}.png"
+        if main:
+            write_json(pred_file, {"checkpoint": str(ckpt), "mode": mode,
+                                   "videos": s["predictions"]})  # fmt: skip
+            png = plot_confusion(
+                s["confusion"], classes, png,
+                f"{cfg.model} epoch {state['epoch']}, {mode} mode: video top-1 "
+                f"{s['video_top1']:.3f}",
+            )  # fmt: skip
+            np.savetxt(out / f"confusion_{mode}.csv", s["confusion"], fmt="%d", delimiter=",")
         result["modes"][mode] = {
             k: s[k] for k in ("clips", "videos", "clip_top1", "clip_top5", "video_top1",
                               "video_top5", "per_class")
@@ -109,5 +117,6 @@ def evaluate_checkpoint(
     result["per_class"] = result["modes"].get("video", first)["per_class"]
     eval_file = out / "eval.json"
     result["files"]["eval"] = str(eval_file)
-    write_json(eval_file, result)
+    if main:
+        write_json(eval_file, result)
     return result
