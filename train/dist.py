@@ -111,6 +111,7 @@ def check_replicas(model: paddle.nn.Layer) -> None:
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(t.numpy()).tobytes())
     check_same(digest.hexdigest(), "the model's weights (sha256)")
+    log.info("weights bit-identical on all %d ranks", world()[1])
 
 
 def merge_train(parts: list[dict[str, float]]) -> dict[str, float]:
