@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,9 +263,11 @@ def test_killing_a_rank_ends_the_job(prepared, tmp_path: Path) -> None:
         _kill_all(launch.tag)
     took = time.monotonic() - killed
     assert rc != 0 and took < 60, (rc, took)
+    # Whichever the launcher sees fail first: rank 1 itself (code -9), or rank 0, whose gloo
+    # error names its lost peer; either way it then stops the other rank.
     out = launch.output()
-    assert "Container failed" in out and "pair_rank = 1" in out, out[-3000:]
-    assert "Error: rank 0 of 2:" in launch.worker_log(0)
+    assert "Container failed" in out, out[-3000:]
+    assert re.search(r"Container rank 1 status failed .* code -9|pair_rank = 1", out), out[-3000:]
     assert [r["epoch"] for r in _metrics(run)][0] == 1  # rank 0 wrote epoch 1 before the kill
 
 
