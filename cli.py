@@ -545,6 +545,57 @@ def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
     for i, (name, p) in enumerate(r["top"], 1):
         click.echo(f"{i}. {name} {p:.4f}")
 
+# ==== several GPUs or machines (launch) ======================================================
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--nproc-per-node", type=click.IntRange(1), required=True,
+              help="Processes on this machine: one per GPU.")
+@click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True,
+              help="Machines; run the same command on each.")
+@click.option("--master", metavar="HOST:PORT",
+              help="Address of the first machine, which all machines reach (with --nnodes > 1).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+@library_errors
+def launch(ctx: click.Context, nproc_per_node: int, nnodes: int, master: str | None,
+           command: tuple[str, ...]) -> None:
+    """Run `train ...` or `eval ...` data-parallel through paddle.distributed.launch, with the
+    launcher's logs in the run directory (RUN_DIR/launch, or OUT/launch for eval)."""
+    import os
+
+    if nnodes > 1 and not master:
+        raise click.BadParameter("several machines need --master HOST:PORT", param_hint="--master")
+    logs = _launch_dir(ctx, command)
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.argv[0]).resolve()  # this program: ucf3d's entry script or cli.py
+    if not script.is_file():
+        script = Path(__file__).resolve()
+    args = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+            str(nproc_per_node), "--nnodes", str(nnodes), "--log_dir", str(logs),
+            *(["--master", master] if master else []), str(script),
+            *(["--debug"] if ctx.find_root().obj.get("debug") else []), *command]  # fmt: skip
+    click.echo(f"launch: {nproc_per_node} x {nnodes} processes, logs in {logs}", err=True)
+    os.execv(sys.executable, args)  # the launcher takes this process over: Ctrl-C reaches it
+
+
+def _launch_dir(ctx: click.Context, command: tuple[str, ...]) -> Path:
+    """The launcher's log folder: under train's run directory, or eval's output folder."""
+    name, args = command[0], list(command[1:])
+    if name == "train":
+        from train.models import model_name
+
+        p = train.make_context("train", args, parent=ctx).params
+        if p["run_dir"] is not None:
+            return p["run_dir"] / "launch"
+        model = model_name(f"r3d{p['depth']}" if p["depth"] else p["model_name"])
+        return Path("runs") / f"{model}_split{p['split']}" / "launch"
+    if name == "eval":
+        p = eval_.make_context("eval", args, parent=ctx).params
+        return (p["out"] or p["ckpt"].parent / f"eval-{p['ckpt'].stem}") / "launch"
+    raise click.BadParameter(f"{name!r}: launch runs train or eval", param_hint="COMMAND")
+
+
 # ==== demo and report ========================================================================
 
 

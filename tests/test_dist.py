@@ -72,18 +72,27 @@ def _kill_all(tag: str) -> None:
             pass
 
 
-class Launch:
-    """One `paddle.distributed.launch --nproc_per_node 2` run in cwd, tagged; output to a file."""
+def paddle_launch(script: Path, args: list[str], log_dir: Path) -> list[str]:
+    """The launcher's own command line: 2 ranks on this machine, logs in log_dir."""
+    return [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+            "--log_dir", str(log_dir), str(script), *args]  # fmt: skip
 
-    def __init__(self, script: Path, args: list[str], log_dir: Path, cwd: Path) -> None:
+
+def ucf3d_launch(script: Path, args: list[str]) -> list[str]:
+    """The same through `ucf3d launch`, which puts the logs in the run directory itself."""
+    return [sys.executable, str(script), "launch", "--nproc-per-node", "2", *args]
+
+
+class Launch:
+    """One launcher run of `cmd` in cwd, every process tagged; output to a file."""
+
+    def __init__(self, cmd: list[str], log_dir: Path, cwd: Path) -> None:
         self.tag, self.log_dir = uuid.uuid4().hex, log_dir
         self.out = log_dir.parent / f"{log_dir.name}.out"
         self.out.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, TAG: self.tag, "PYTHONPATH": str(ROOT)}
         for var in ("PADDLE_TRAINER_ID", "PADDLE_TRAINERS_NUM"):
             env.pop(var, None)
-        cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-               "--log_dir", str(log_dir), str(script), *args]  # fmt: skip
         with self.out.open("wb") as f:
             self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
@@ -121,8 +130,8 @@ class Launch:
         return None
 
 
-def run_launch(script: Path, args: list[str], log_dir: Path, cwd: Path) -> Launch:
-    launch = Launch(script, args, log_dir, cwd)
+def run_launch(cmd: list[str], log_dir: Path, cwd: Path) -> Launch:
+    launch = Launch(cmd, log_dir, cwd)
     rc = launch.wait()
     assert rc == 0, f"launcher exit {rc}:\n{launch.output()[-4000:]}"
     return launch
@@ -165,13 +174,15 @@ def two_rank_run(prepared, tmp_path_factory: pytest.TempPathFactory) -> dict:
     `whole` trains 2 epochs without a stop (3 launcher runs)."""
     tmp = tmp_path_factory.mktemp("dist")
     run, whole = tmp / "run", tmp / "whole"
-    first = run_launch(DIST_CLI, _train_args(prepared, run, 1), run / "launch", cwd=tmp)
+    args = _train_args(prepared, run, 1)
+    first = run_launch(paddle_launch(DIST_CLI, args, run / "launch"), run / "launch", cwd=tmp)
     epoch1 = tmp / "epoch1.pdckpt"
     epoch1.write_bytes((run / ck.LAST).read_bytes())
     metrics1 = (run / "metrics.jsonl").read_text()
     args = _train_args(prepared, run, 2) + ["--resume"]
-    run_launch(DIST_CLI, args, run / "launch-resume", cwd=tmp)
-    run_launch(DIST_CLI, _train_args(prepared, whole, 2), whole / "launch", cwd=tmp)
+    run_launch(paddle_launch(DIST_CLI, args, run / "launch2"), run / "launch2", cwd=tmp)
+    args = _train_args(prepared, whole, 2)  # through `ucf3d launch`: logs in whole/launch
+    run_launch(ucf3d_launch(DIST_CLI, args), whole / "launch", cwd=tmp)
     return {"tmp": tmp, "run": run, "whole": whole, "epoch1": epoch1, "metrics1": metrics1,
             "first": first}  # fmt: skip
 
@@ -195,6 +206,7 @@ def test_two_ranks_train_one_model(two_rank_run, prepared, tmp_path: Path) -> No
     assert "weights bit-identical" in first.worker_log(1)  # rank 1 trained and was checked
     assert not (two_rank_run["tmp"] / "log").exists()  # the launcher's logs are in the run dir
     assert (two_rank_run["run"] / "launch" / "workerlog.1").is_file()
+    assert (two_rank_run["whole"] / "launch" / "workerlog.1").is_file()  # by `ucf3d launch`
 
 
 def test_resume_under_the_launcher_continues_exactly(two_rank_run) -> None:
@@ -213,8 +225,8 @@ def test_resume_under_the_launcher_continues_exactly(two_rank_run) -> None:
 def test_two_rank_eval_equals_one_process(two_rank_run, tmp_path: Path) -> None:
     ckpt = two_rank_run["run"] / ck.LAST
     out2 = tmp_path / "eval2"
-    run_launch(DIST_CLI, ["eval", "--ckpt", str(ckpt), "--out", str(out2), "--threads", "1"],
-               out2 / "launch", cwd=tmp_path)  # fmt: skip
+    args = ["eval", "--ckpt", str(ckpt), "--out", str(out2), "--threads", "1"]
+    run_launch(paddle_launch(DIST_CLI, args, out2 / "launch"), out2 / "launch", cwd=tmp_path)
     one = evaluate_checkpoint(ckpt, out_dir=tmp_path / "eval1", loader_overrides={
         "num_threads": 1})  # fmt: skip
     two = json.loads((out2 / "eval.json").read_text())
@@ -242,7 +254,7 @@ def test_killing_a_rank_ends_the_job(prepared, tmp_path: Path) -> None:
     args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "200",
             "--checkpoint", "1", "--threads", "1", "--manifests", str(prepared.manifests),
             "--shards", str(prepared.shards), "--run-dir", str(run)]  # fmt: skip
-    launch = Launch(ROOT / "cli.py", args, run / "launch", cwd=tmp_path)
+    launch = Launch(ucf3d_launch(ROOT / "cli.py", args), run / "launch", cwd=tmp_path)
     try:
         end = time.monotonic() + LAUNCH_TIMEOUT
         log1 = run / "launch" / "workerlog.1"
@@ -320,3 +332,15 @@ def test_merge_train_weights_by_clips() -> None:
     m = dist.merge_train(parts)
     assert (m["loss"], m["acc"], m["clips"], m["time_s"]) == (2.0, 0.75, 8, 4.0)
     assert (m["clips_per_s"], m["data_wait_pct"]) == (2.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nproc-per-node", "2", "predict", "x.mp4"], "launch runs train or eval"),
+        (["--nproc-per-node", "2", "--nnodes", "2", "train"], "--master HOST:PORT"),
+    ],
+)
+def test_launch_refuses(args: list[str], message: str) -> None:
+    res = CliRunner().invoke(cli.main, ["launch", *args])
+    assert res.exit_code == 2 and message in res.output, res.output

@@ -51,6 +51,11 @@ def local_batch(batch_size: int, size: int) -> int:
     return batch_size // size
 
 
+def threads_per_rank() -> int:
+    """This machine's cores shared by the ranks the launcher started on it."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))
+
+
 def launcher_log_dir() -> Path | None:
     """Where paddle.distributed.launch writes its logs (its --log_dir), when under it."""
     d = os.environ.get("PADDLE_LOG_DIR")

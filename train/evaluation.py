@@ -32,6 +32,8 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     )  # fmt: skip
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads
+    elif dist.world()[1] > 1:  # the ranks on one machine share its cores
+        opts["num_threads"] = dist.threads_per_rank()
     opts.update({k: v for k, v in overrides.items() if v is not None})
     opts["batch_size"] = -(-opts["batch_size"] // dist.world()[1])  # a share of it per rank
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))

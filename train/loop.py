@@ -271,6 +271,8 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
+    elif dist.world()[1] > 1:  # the ranks on one machine share its cores
+        common["num_threads"] = dist.threads_per_rank()
     train_cfg = LoaderConfig(subset="train", mode="train", **common)
     if world > 1:  # every rank must take the same number of steps, or an all-reduce waits forever
         train_cfg = dataclasses.replace(train_cfg, drop_last=True)
