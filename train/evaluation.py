@@ -54,8 +54,10 @@ def evaluate_checkpoint(
     confusion_<mode>.png to out_dir (default: <run dir>/eval-<checkpoint name>) and returns
     the metrics plus the paths written.
 
-    data maps mode -> clip source (tests); otherwise the DALI loader is opened per mode with
-    the checkpoint's data settings, updated by loader_overrides (manifests, shards, batch_size...).
+    Under paddle.distributed.launch each rank scores its share of the videos and rank 0 writes.
+    data maps mode -> clip source (tests; under the launcher: this rank's share); otherwise the
+    DALI loader is opened per mode with the checkpoint's data settings, updated by
+    loader_overrides (manifests, shards, batch_size...).
     """
     ckpt = Path(ckpt)
     for m in modes:

@@ -271,7 +271,7 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
-    elif dist.world()[1] > 1:  # the ranks on one machine share its cores
+    elif world > 1:  # the ranks on one machine share its cores
         common["num_threads"] = dist.threads_per_rank()
     train_cfg = LoaderConfig(subset="train", mode="train", **common)
     if world > 1:  # every rank must take the same number of steps, or an all-reduce waits forever
@@ -302,7 +302,8 @@ def fit(
             )
     # Every rank starts from the same epoch of the same checkpoint (a run dir all ranks share),
     # and has read the run dir before rank 0 writes to it.
-    dist.check_same(state and (str(to_resume), int(state["epoch"])), "the checkpoint resumed")
+    resumed = (str(to_resume), int(state["epoch"])) if state is not None else None
+    dist.check_same(resumed, "the checkpoint resumed (run directory shared by all ranks?)")
     with contextlib.ExitStack() as stack:
         if train_data is None:
             train_data, val_data = open_loaders(cfg)
