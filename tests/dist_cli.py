@@ -32,9 +32,9 @@ def _strip_bn(layer: nn.Layer) -> None:
             _strip_bn(child)
 
 
-models.MODELS.setdefault("tinynobn", tiny_without_bn)
-
 if __name__ == "__main__":
     import cli
+
+    models.MODELS["tinynobn"] = tiny_without_bn
 
     cli.main()

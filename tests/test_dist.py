@@ -40,7 +40,17 @@ TAG = "UCF3D_TEST_TAG"
 WEIGHT_TOL = dict(rtol=1e-4, atol=1e-5)  # measured: max |diff| 7e-7 after 2 steps
 
 sys.path.insert(0, str(ROOT / "tests"))
-import dist_cli  # noqa: E402, F401  (registers tinynobn in this process too)
+from dist_cli import tiny_without_bn  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tinynobn():
+    """The BatchNorm-free test model in this process's registry, for this module only."""
+    from train import models
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(models.MODELS, "tinynobn", tiny_without_bn)
+        yield
 
 
 def _tagged(tag: str) -> list[int]:
