@@ -206,6 +206,7 @@ def test_two_ranks_train_one_model(two_rank_run, prepared, tmp_path: Path) -> No
     mine = [json.loads(ln) for ln in two_rank_run["metrics1"].splitlines()]
     (ref,) = _metrics(one)
     assert len(mine) == 1 and mine[0]["train_clips"] == ref["train_clips"] == 16
+    assert (mine[0]["train_ranks"], ref["train_ranks"]) == (2, 1)
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert mine[0][key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
     first = two_rank_run["first"]
@@ -341,7 +342,7 @@ def test_merge_train_weights_by_clips() -> None:
     ]  # fmt: skip
     m = dist.merge_train(parts)
     assert (m["loss"], m["acc"], m["clips"], m["time_s"]) == (2.0, 0.75, 8, 4.0)
-    assert (m["clips_per_s"], m["data_wait_pct"]) == (2.0, 30.0)
+    assert (m["clips_per_s"], m["data_wait_pct"], m["ranks"]) == (2.0, 30.0, 2)
 
 
 @pytest.mark.parametrize(

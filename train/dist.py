@@ -121,13 +121,14 @@ def check_replicas(model: paddle.nn.Layer) -> None:
 
 def merge_train(parts: list[dict[str, float]]) -> dict[str, float]:
     """One epoch's train_one_epoch results of all ranks as one: loss and accuracy over every
-    clip, clips summed, the slowest rank's time and the largest data wait."""
+    clip, clips summed, the slowest rank's time and the largest data wait; `ranks`: how many."""
     if len(parts) == 1:
-        return parts[0]
+        return {**parts[0], "ranks": 1}
     clips = sum(p["clips"] for p in parts)
     time_s = max(p["time_s"] for p in parts)
     return {
         **parts[0],
+        "ranks": len(parts),
         "loss": sum(p["loss"] * p["clips"] for p in parts) / clips,
         "acc": sum(p["acc"] * p["clips"] for p in parts) / clips,
         "clips": clips,
