@@ -355,3 +355,31 @@ def test_merge_train_weights_by_clips() -> None:
 def test_launch_refuses(args: list[str], message: str) -> None:
     res = CliRunner().invoke(cli.main, ["launch", *args])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_launch_puts_the_logs_in_the_run_directory() -> None:
+    import click
+
+    ctx = click.Context(cli.main, obj={})
+    got = cli._launch_dir(ctx, ("train", "--depth", "34", "--split", "2", "--epochs", "3"))
+    assert got == Path("runs/r3d34_split2/launch")
+    got = cli._launch_dir(ctx, ("train", "--model", "tiny", "--run-dir", "r/x"))
+    assert got == Path("r/x/launch")
+    assert cli._launch_dir(ctx, ("eval", "--ckpt", "r/x/best.pdckpt")) == Path(
+        "r/x/eval-best/launch"
+    )
+
+
+def test_train_warns_when_the_launcher_logs_elsewhere(monkeypatch, caplog, tmp_path) -> None:
+    from train.loop import _log_ranks
+
+    monkeypatch.setenv("PADDLE_LOG_DIR", str(tmp_path / "log"))
+    with caplog.at_level("INFO", logger="train"):
+        _log_ranks(TrainConfig(model="tiny", run_dir=tmp_path / "run"), 2)
+    assert "global batch 128, 64 per rank" in caplog.text
+    assert f"--log_dir {tmp_path / 'run' / 'launch'}" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("PADDLE_LOG_DIR", str(tmp_path / "run" / "launch"))
+    with caplog.at_level("INFO", logger="train"):
+        _log_ranks(TrainConfig(model="tiny", run_dir=tmp_path / "run"), 2)
+    assert "outside the run directory" not in caplog.text
