@@ -260,7 +260,7 @@ def test_two_rank_eval_equals_one_process(two_rank_run, tmp_path: Path) -> None:
 
 def test_killing_a_rank_ends_the_job(prepared, tmp_path: Path) -> None:
     """SIGKILL rank 1 mid-training (real CLI, tiny model with BatchNorm): the launcher exits
-    non-zero within a bounded time, names the failed rank, and leaves no process behind."""
+    non-zero within a bounded time, names a failed rank, and leaves no process behind."""
     run = tmp_path / "run"
     args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8", "--epochs", "200",
             "--checkpoint", "1", "--threads", "1", "--manifests", str(prepared.manifests),
@@ -286,11 +286,13 @@ def test_killing_a_rank_ends_the_job(prepared, tmp_path: Path) -> None:
         _kill_all(launch.tag)
     took = time.monotonic() - killed
     assert rc != 0 and took < 60, (rc, took)
-    # Whichever the launcher sees fail first: rank 1 itself (code -9), or rank 0, whose gloo
-    # error names its lost peer; either way it then stops the other rank.
+    # The launcher names the rank it sees fail first, then stops the other: rank 1 itself (code
+    # -9), or rank 0 when its collective failed first (code 1: gloo's "Connection reset by peer"
+    # or "pair_rank = 1"; code -6: aborted in gloo's thread). All three were seen here.
     out = launch.output()
     assert "Container failed" in out, out[-3000:]
-    assert re.search(r"Container rank 1 status failed .* code -9|pair_rank = 1", out), out[-3000:]
+    named = re.search(r"Container rank (\d) status failed .* code (-?\d+) log", out)
+    assert named and named.groups() in {("1", "-9"), ("0", "1"), ("0", "-6")}, out[-3000:]
     assert [r["epoch"] for r in _metrics(run)][0] == 1  # rank 0 wrote epoch 1 before the kill
 
 
