@@ -483,6 +483,8 @@ def train(ctx: click.Context, **opts: Any) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--batch-size") from e
     run = fit(cfg, resume=resume)
+    if world()[0] != 0:  # rank 0 wrote the run's files (perhaps on another machine) and reports
+        return
     lines = (run / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
     last = json.loads(lines[-1]) if lines else {}
     best = max((json.loads(ln).get("val_acc", -1) for ln in lines), default=-1)
@@ -561,12 +563,17 @@ def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
 def launch(ctx: click.Context, nproc_per_node: int, nnodes: int, master: str | None,
            command: tuple[str, ...]) -> None:
     """Run `train ...` or `eval ...` data-parallel through paddle.distributed.launch, with the
-    launcher's logs in the run directory (RUN_DIR/launch, or OUT/launch for eval)."""
+    launcher's logs in the run directory (RUN_DIR/launch, or OUT/launch for eval; one folder
+    per machine below it with --nnodes > 1)."""
     import os
 
     if nnodes > 1 and not master:
         raise click.BadParameter("several machines need --master HOST:PORT", param_hint="--master")
     logs = _launch_dir(ctx, command)
+    if nnodes > 1:  # one folder per machine: every launcher names its logs workerlog.<local rank>
+        import socket
+
+        logs = logs / socket.gethostname()
     logs.parent.mkdir(parents=True, exist_ok=True)
     script = Path(sys.argv[0]).resolve()  # this program: ucf3d's entry script or cli.py
     if not script.is_file():

@@ -385,3 +385,31 @@ def test_train_warns_when_the_launcher_logs_elsewhere(monkeypatch, caplog, tmp_p
     with caplog.at_level("INFO", logger="train"):
         _log_ranks(TrainConfig(model="tiny", run_dir=tmp_path / "run"), 2)
     assert "outside the run directory" not in caplog.text
+
+
+def test_two_machines_rendezvous_through_master(prepared, tmp_path: Path) -> None:
+    """`--nnodes 2 --master HOST:PORT` as on two machines: here two launchers of one process
+    each on this host (each its own run dir, as the logs of both would share a host name)."""
+    import socket
+
+    with socket.socket() as s:  # a port free now, for the master's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = ["--nproc-per-node", "1", "--nnodes", "2", "--master", f"127.0.0.1:{port}"]
+    launches = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        args = [*node, "train", "--model", "tiny", "--clip-size", "32", "--batch-size", "8",
+                "--epochs", "1", "--max-steps", "1", "--max-val-steps", "1", "--threads", "1",
+                "--manifests", str(prepared.manifests), "--shards", str(prepared.shards),
+                "--run-dir", str(run)]  # fmt: skip
+        cmd = [sys.executable, str(ROOT / "cli.py"), "launch", *args]
+        launches.append(Launch(cmd, run / "launch" / socket.gethostname(), cwd=tmp_path))
+    codes = [launch.wait() for launch in launches]
+    assert codes == [0, 0], [launch.output()[-2000:] for launch in launches]
+    logs = "".join(launch.worker_log(0) for launch in launches)
+    assert "rank 0 of 2 joined" in logs and "rank 1 of 2 joined" in logs
+    written = [name for name in ("a", "b") if (tmp_path / name / "metrics.jsonl").is_file()]
+    assert len(written) == 1  # by the machine that got rank 0
+    (record,) = _metrics(tmp_path / written[0])
+    assert record["train_ranks"] == 2 and record["train_clips"] == 8
