@@ -2,9 +2,10 @@
 
 One process per device, started by `python -m paddle.distributed.launch`, which sets
 PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM (and FLAGS_selected_gpus, the rank's GPU). Gradients are
-averaged inside backward by paddle.DataParallel (NCCL on GPUs, gloo on CPUs); everything else
-exchanged here is a small Python object through all_gather_object, once per epoch, never per step.
-Outside the launcher every function is a no-op for a world of one.
+averaged inside backward by paddle.DataParallel (NCCL on GPUs, gloo on CPUs); what else is
+exchanged here goes once per epoch, never per step: BatchNorm statistics by broadcast, small
+Python objects (metrics, eval logits, digests) through all_gather_object. Outside the launcher
+every function is a no-op for a world of one.
 """
 
 from __future__ import annotations
