@@ -55,9 +55,17 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (OSError, ValueError, RuntimeError) as e:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(_rank_prefix() + str(e)) from e
 
     return wrapper
+
+
+def _rank_prefix() -> str:
+    """`rank R of W: ` under paddle.distributed.launch (one error line per rank), else nothing."""
+    import os
+
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
+    return f"rank {os.environ.get('PADDLE_TRAINER_ID', 0)} of {world}: " if world > 1 else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -446,6 +454,9 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the model through paddle.jit.to_static (Paddle's static-graph executor).")
+@click.option("--sync-bn", is_flag=True,
+              help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
+                   "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")
 @click.option("--checkpoint", "checkpoint_every", type=click.IntRange(1), default=10,
               show_default=True, help="Write last.pdckpt every N epochs (and at the end).")
 @click.option("--val-every", type=click.IntRange(1), default=1, show_default=True)
@@ -482,6 +493,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
 
     from loader.config import HARA_SCALES
     from train.config import TrainConfig
+    from train.dist import local_batch, world
     from train.loop import fit
     from train.models import model_name
     from train.rundir import CONFIG_JSON, METRICS_JSONL
@@ -533,7 +545,13 @@ def train(ctx: click.Context, **opts: Any) -> None:
         cfg = TrainConfig(**opts)
     except ValueError as e:  # option values that do not fit together
         raise click.UsageError(str(e)) from e
+    try:  # under paddle.distributed.launch the batch is shared by the ranks
+        local_batch(cfg.batch_size, world()[1])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--batch-size") from e
     run = fit(cfg, resume=resume)
+    if world()[0] != 0:  # rank 0 wrote the run's files (perhaps on another machine) and reports
+        return
     lines = (run / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
     last = json.loads(lines[-1]) if lines else {}
     best = max((json.loads(ln).get("val_acc", -1) for ln in lines), default=-1)
@@ -604,6 +622,62 @@ def predict(video: Path, model_dir: Path, topk: int, device: str) -> None:
     click.echo(f"{video}: {r['windows']} windows")
     for i, (name, p) in enumerate(r["top"], 1):
         click.echo(f"{i}. {name} {p:.4f}")
+
+# ==== several GPUs or machines (launch) ======================================================
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--nproc-per-node", type=click.IntRange(1), required=True,
+              help="Processes on this machine: one per GPU.")
+@click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True,
+              help="Machines; run the same command on each.")
+@click.option("--master", metavar="HOST:PORT",
+              help="Address of the first machine, which all machines reach (with --nnodes > 1).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+@library_errors
+def launch(ctx: click.Context, nproc_per_node: int, nnodes: int, master: str | None,
+           command: tuple[str, ...]) -> None:
+    """Run `train ...` or `eval ...` data-parallel through paddle.distributed.launch, with the
+    launcher's logs in the run directory (RUN_DIR/launch, or OUT/launch for eval; one folder
+    per machine below it with --nnodes > 1)."""
+    import os
+
+    if nnodes > 1 and not master:
+        raise click.BadParameter("several machines need --master HOST:PORT", param_hint="--master")
+    logs = _launch_dir(ctx, command)
+    if nnodes > 1:  # one folder per machine: every launcher names its logs workerlog.<local rank>
+        import socket
+
+        logs = logs / socket.gethostname()
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.argv[0]).resolve()  # this program: ucf3d's entry script or cli.py
+    if not script.is_file():
+        script = Path(__file__).resolve()
+    args = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+            str(nproc_per_node), "--nnodes", str(nnodes), "--log_dir", str(logs),
+            *(["--master", master] if master else []), str(script),
+            *(["--debug"] if ctx.find_root().obj.get("debug") else []), *command]  # fmt: skip
+    click.echo(f"launch: {nproc_per_node} x {nnodes} processes, logs in {logs}", err=True)
+    os.execv(sys.executable, args)  # the launcher takes this process over: Ctrl-C reaches it
+
+
+def _launch_dir(ctx: click.Context, command: tuple[str, ...]) -> Path:
+    """The launcher's log folder: under train's run directory, or eval's output folder."""
+    name, args = command[0], list(command[1:])
+    if name == "train":
+        from train.models import model_name
+
+        p = train.make_context("train", args, parent=ctx).params
+        if p["run_dir"] is not None:
+            return p["run_dir"] / "launch"
+        model = model_name(f"r3d{p['depth']}" if p["depth"] else p["model_name"])
+        return Path("runs") / f"{model}_split{p['split']}" / "launch"
+    if name == "eval":
+        p = eval_.make_context("eval", args, parent=ctx).params
+        return (p["out"] or p["ckpt"].parent / f"eval-{p['ckpt'].stem}") / "launch"
+    raise click.BadParameter(f"{name!r}: launch runs train or eval", param_hint="COMMAND")
+
 
 # ==== demo and report ========================================================================
 

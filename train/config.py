@@ -56,6 +56,7 @@ class TrainConfig:
     decode: str = "cpu"
     amp: str = "none"
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
+    sync_bn: bool = False  # BatchNorm statistics over all ranks (GPU); Hara's were per GPU
     checkpoint_every: int = 10
     val_every: int = 1
     # 0: validate (and pick best.pdckpt) on the test split, as Hara did; f in (0, 1): on this

@@ -11,6 +11,7 @@ import numpy as np
 
 import ondisk
 from train import checkpoint as ck
+from train import dist
 from train.config import writable_dir, write_json
 from train.loop import ClipSource, check_gpu_decode, evaluate, use_device
 from train.metrics import summarize
@@ -32,9 +33,12 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     )  # fmt: skip
     if cfg.num_threads is not None:
         opts["num_threads"] = cfg.num_threads
+    elif dist.world()[1] > 1:  # the ranks on one machine share its cores
+        opts["num_threads"] = dist.threads_per_rank()
     if overrides.get("manifests") is not None and overrides.get("shards") is None:
         opts["shards"] = None  # other manifests: their summary says where their shards are
     opts.update({k: v for k, v in overrides.items() if v is not None})
+    opts["batch_size"] = -(-opts["batch_size"] // dist.world()[1])  # a share of it per rank
     check_gpu_decode(opts["decode"])
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
@@ -55,10 +59,12 @@ def evaluate_checkpoint(
     confusion_<mode>.png to out_dir (default: <run dir>/eval-<checkpoint name>) and returns
     the metrics plus the paths written.
 
-    data maps mode -> clip source (tests); otherwise the DALI loader is opened per mode with
-    the checkpoint's data settings, updated by loader_overrides (manifests, shards, batch_size...).
-    windows: video mode's "full" windows (the paper's protocol) or "hara" (his test loader's, the
-    last partial window loop-padded); recorded in eval.json.
+    Under paddle.distributed.launch each rank scores its share of the videos and rank 0 writes.
+    data maps mode -> clip source (tests; under the launcher: this rank's share); otherwise the
+    DALI loader is opened per mode with the checkpoint's data settings, updated by
+    loader_overrides (manifests, shards, batch_size...). windows: video mode's "full" windows
+    (the paper's protocol) or "hara" (his test loader's, the last partial window loop-padded);
+    recorded in eval.json.
     """
     from loader.config import WINDOWS  # a light module: no DALI, no Paddle
 
@@ -69,12 +75,14 @@ def evaluate_checkpoint(
     if windows not in WINDOWS:
         raise ValueError(f"unknown windows {windows!r}; valid: {', '.join(WINDOWS)}")
     use_device(device)
+    main = dist.init()[0] == 0  # under the launcher every rank scores its videos, rank 0 writes
     state = ck.load_checkpoint(ckpt)
     cfg = ck.checkpoint_config(state, ckpt)
     classes = list(state["classes"])
     model, _ = ck.model_from_checkpoint(ckpt, len(classes), state)  # weights checked first
     out = Path(out_dir) if out_dir is not None else ckpt.parent / f"eval-{ckpt.stem}"
-    writable_dir(out)  # now, not after the first pass over the test set
+    if main:
+        writable_dir(out)  # now, not after the first pass over the test set
     if data is None and (loader_overrides or {}).get("manifests") is None:
         if not (cfg.manifests / ondisk.summary_name(cfg.split)).is_file():
             raise ck.CheckpointError(
@@ -95,14 +103,18 @@ def evaluate_checkpoint(
                 f"{len(source.classes)} (or other names); evaluate on the split it was trained on"
             )
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
+        ev = dist.gather_eval(ev)  # all ranks' videos, in the order one process scores them
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
-        pred_file = out / f"predictions_{mode}.json"
-        write_json(pred_file, {"checkpoint": str(ckpt), "mode": mode, "videos": s["predictions"]})
-        png = plot_confusion(
-            s["confusion"], classes, out / f"confusion_{mode}.png",
-            f"{cfg.model} epoch {state['epoch']}, {mode} mode: video top-1 {s['video_top1']:.3f}",
-        )  # fmt: skip
-        np.savetxt(out / f"confusion_{mode}.csv", s["confusion"], fmt="%d", delimiter=",")
+        pred_file, png = out / f"predictions_{mode}.json", out / f"confusion_{mode}.png"
+        if main:
+            write_json(pred_file, {"checkpoint": str(ckpt), "mode": mode,
+                                   "videos": s["predictions"]})  # fmt: skip
+            png = plot_confusion(
+                s["confusion"], classes, png,
+                f"{cfg.model} epoch {state['epoch']}, {mode} mode: video top-1 "
+                f"{s['video_top1']:.3f}",
+            )  # fmt: skip
+            np.savetxt(out / f"confusion_{mode}.csv", s["confusion"], fmt="%d", delimiter=",")
         result["modes"][mode] = {
             k: s[k] for k in ("clips", "videos", "clip_top1", "clip_top5", "video_top1",
                               "video_top5", "per_class")
@@ -126,5 +138,6 @@ def evaluate_checkpoint(
     result["per_class"] = result["modes"].get("video", first)["per_class"]
     eval_file = out / "eval.json"
     result["files"]["eval"] = str(eval_file)
-    write_json(eval_file, result)
+    if main:
+        write_json(eval_file, result)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import math
 import random
@@ -19,6 +20,7 @@ import paddle.nn.functional as F
 from paddle.utils import unique_name
 
 from train import checkpoint as ck
+from train import dist
 from train.config import TrainConfig, write_json
 from train.install import gpu_build_problem, mixed_install
 from train.models import create_model
@@ -287,19 +289,25 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
 
     check_gpu_decode(cfg.decode)
-
+    world = dist.world()[1]  # each rank loads its share of every batch (loader: PADDLE_TRAINER_ID)
     common = dict(
-        manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
+        manifests=cfg.manifests, shards=cfg.shards, split=cfg.split,
+        batch_size=dist.local_batch(cfg.batch_size, world),
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
         dtype="float16" if cfg.amp == "fp16" else "float32", **cfg.loader_options,
     )  # fmt: skip
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
+    elif world > 1:  # the ranks on one machine share its cores
+        common["num_threads"] = dist.threads_per_rank()
     val_subset, parts = "test", ("all", "all")
     if cfg.val_from_train:  # validate on held-out training groups; the test split stays unseen
         common["holdout"] = cfg.val_from_train
         val_subset, parts = "train", ("kept", "held")
-    train = ClipLoader(LoaderConfig(subset="train", mode="train", part=parts[0], **common))
+    train_cfg = LoaderConfig(subset="train", mode="train", part=parts[0], **common)
+    if world > 1:  # every rank must take the same number of steps, or an all-reduce waits forever
+        train_cfg = dataclasses.replace(train_cfg, drop_last=True)
+    train = ClipLoader(train_cfg)
     val = ClipLoader(LoaderConfig(subset=val_subset, mode="clip", part=parts[1], **common))
     return train, val
 
@@ -313,6 +321,8 @@ def fit(
 ) -> Path:
     """Train cfg.epochs epochs (or the rest, with resume) into cfg.run_dir; returns the run dir."""
     use_device(cfg.device)
+    rank, world = dist.init()
+    dist.local_batch(cfg.batch_size, world)
     to_resume = prepare_run_dir(cfg, resume)
     state = ck.load_checkpoint(to_resume) if to_resume else None
     if state is not None:
@@ -321,6 +331,10 @@ def fit(
             raise ck.CheckpointError(
                 f"{to_resume}: checkpoint is of another run ({'; '.join(diff)})"
             )
+    # Every rank starts from the same epoch of the same checkpoint (a run dir all ranks share),
+    # and has read the run dir before rank 0 writes to it.
+    resumed = (str(to_resume), int(state["epoch"])) if state is not None else None
+    dist.check_same(resumed, "the checkpoint resumed (run directory shared by all ranks?)")
     with contextlib.ExitStack() as stack:
         if train_data is None:
             train_data, val_data = open_loaders(cfg)
@@ -333,7 +347,9 @@ def fit(
             )
         cfg = cfg.replace(num_classes=len(classes))
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
+        if rank == 0:
+            stack.enter_context(log_to(cfg.run_dir / TRAIN_LOG))
+            _log_ranks(cfg, world)
         # Same parameter and accumulator names in every run, so a saved optimiser state loads.
         stack.enter_context(unique_name.guard())
         try:
@@ -362,21 +378,27 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         ck.set_rng_state(state["rng"])
         start, best = int(state["epoch"]), float(state["best_acc"])
         log.info("resumed %s at epoch %d (best val acc %.4f)", ckpt_path, start, best)
-    write_json(run / CONFIG_JSON, cfg.to_dict())
-    append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
+    main = dist.is_main()  # rank 0 alone writes the run's files
+    net = dist.data_parallel(model, cfg.sync_bn)  # the model itself in a single process
+    if main:
+        write_json(run / CONFIG_JSON, cfg.to_dict())
+        append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
     for epoch in range(start, cfg.epochs):
         steps = _epoch_len(train_data, cfg.max_steps)
         lr = opt.get_lr()
         with compute_stream(cfg.device):
             tr = train_one_epoch(
-                model, opt, train_data.epoch(epoch), amp,
+                net, opt, train_data.epoch(epoch), amp,
                 epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
             )  # fmt: skip
+        tr = dist.merge_train(dist.all_gather(tr))  # every rank's clips, the same on all ranks
+        dist.share_statistics(model)  # rank 0's BatchNorm statistics for validation and checkpoint
         record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
         started = time.perf_counter() - tr["time_s"]
         if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
             with compute_stream(cfg.device):
                 ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
+            ev = dist.gather_eval(ev)  # each rank scored its own videos
             record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])
             if cfg.schedule == "plateau":
                 sched.step(ev["loss"])
@@ -384,7 +406,8 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
             sched.step()
         record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
-        append_metrics(run / METRICS_JSONL, record)
+        if main:
+            append_metrics(run / METRICS_JSONL, record)
         _check_finite(model, record)  # never save diverged weights as best or last
         is_best = record.get("val_acc", -1.0) > best
         best = max(best, record.get("val_acc", -1.0))
@@ -395,8 +418,10 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
             "rng": ck.rng_state(), "metrics": record,
         }  # fmt: skip
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            ck.save_checkpoint(run / ck.LAST, ckpt_state)
-        if is_best:
+            dist.check_replicas(model)
+            if main:
+                ck.save_checkpoint(run / ck.LAST, ckpt_state)
+        if is_best and main:
             ck.save_checkpoint(run / ck.BEST, ckpt_state)
     return run
 
@@ -413,6 +438,27 @@ def _check_finite(model: paddle.nn.Layer, record: dict[str, Any]) -> None:
         raise RuntimeError(
             f"epoch {record['epoch']}: weights hold NaN or inf ({', '.join(bad[:3])}); "
             "not saved; lower --lr or use fp32"
+        )
+
+
+def _log_ranks(cfg: TrainConfig, world: int) -> None:
+    """Say how the batch is shared, and where the launcher's own logs went."""
+    if world == 1:
+        return
+    log.info(
+        "data parallel over %d ranks: global batch %d, %d per rank%s",
+        world,
+        cfg.batch_size,
+        cfg.batch_size // world,
+        ", SyncBatchNorm" if cfg.sync_bn else "",
+    )
+    logs, run = dist.launcher_log_dir(), cfg.run_dir.resolve()
+    if logs is not None and not logs.is_relative_to(run):
+        log.warning(
+            "the launcher writes its logs to %s, outside the run directory; start it "
+            "with --log_dir %s to keep them with the run",
+            logs,
+            run / "launch",
         )
 
 
