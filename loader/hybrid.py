@@ -64,7 +64,6 @@ class HybridBackend:
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.waits: dict[int, tuple[float, float]] = {}  # epoch -> (GPU, CPU) seconds waited
-        self._planner = planner
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(cfg, dataset)
 
