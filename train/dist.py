@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import paddle
 
+from train.metrics import loss_and_accuracy
+
 log = logging.getLogger(__name__)
 
 
@@ -168,11 +170,10 @@ def merge_eval(parts: list[dict[str, Any]]) -> dict[str, Any]:
     logits = np.concatenate([parts[k]["logits"][a:b] for k, a, b in order])  # (N, K)
     labels = np.concatenate([parts[k]["labels"][a:b] for k, a, b in order])  # (N,)
     keys = [key for k, a, b in order for key in parts[k]["keys"][a:b]]
-    logp = logits - logits.max(1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    loss, acc = loss_and_accuracy(logits, labels)
     return {
-        "loss": float(-logp[np.arange(len(labels)), labels].mean()),
-        "acc": float((logits.argmax(1) == labels).mean()),
+        "loss": loss,
+        "acc": acc,
         "logits": logits,
         "labels": labels,
         "keys": keys,

@@ -23,6 +23,7 @@ from train import checkpoint as ck
 from train import dist
 from train.config import TrainConfig, write_json
 from train.install import gpu_build_problem, mixed_install
+from train.metrics import loss_and_accuracy
 from train.models import create_model
 from train.rundir import (
     CONFIG_JSON,
@@ -257,11 +258,10 @@ def evaluate(
             f"{bad} of {len(logits)} clips got non-finite logits (NaN or inf): the model's "
             "weights have diverged or are corrupt; lower --lr or use fp32"
         )
-    logp = logits - logits.max(1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    loss, acc = loss_and_accuracy(logits, labels)
     return {
-        "loss": float(-logp[np.arange(len(labels)), labels].mean()),
-        "acc": float((logits.argmax(1) == labels).mean()),
+        "loss": loss,
+        "acc": acc,
         "logits": logits,
         "labels": labels,
         "keys": keys,

@@ -101,3 +101,11 @@ def summarize(
         "confusion": cm,
         "predictions": videos,
     }
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of (N, K) logits against (N,) int labels."""
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    loss = float(-logp[np.arange(len(labels)), labels].mean())
+    return loss, float((logits.argmax(1) == labels).mean())
