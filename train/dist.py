@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from train.metrics import loss_and_accuracy
+from train.metrics import clip_scores
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +170,7 @@ def merge_eval(parts: list[dict[str, Any]]) -> dict[str, Any]:
     logits = np.concatenate([parts[k]["logits"][a:b] for k, a, b in order])  # (N, K)
     labels = np.concatenate([parts[k]["labels"][a:b] for k, a, b in order])  # (N,)
     keys = [key for k, a, b in order for key in parts[k]["keys"][a:b]]
-    loss, acc = loss_and_accuracy(logits, labels)
-    return {
-        "loss": loss,
-        "acc": acc,
-        "logits": logits,
-        "labels": labels,
-        "keys": keys,
-        "time_s": max(p["time_s"] for p in parts),
-    }
+    return clip_scores(logits, labels, keys, max(p["time_s"] for p in parts))
 
 
 def gather_eval(ev: dict[str, Any]) -> dict[str, Any]:

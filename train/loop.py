@@ -23,7 +23,7 @@ from train import checkpoint as ck
 from train import dist
 from train.config import TrainConfig, write_json
 from train.install import gpu_build_problem, mixed_install
-from train.metrics import loss_and_accuracy
+from train.metrics import clip_scores
 from train.models import create_model
 from train.rundir import (
     CONFIG_JSON,
@@ -258,15 +258,7 @@ def evaluate(
             f"{bad} of {len(logits)} clips got non-finite logits (NaN or inf): the model's "
             "weights have diverged or are corrupt; lower --lr or use fp32"
         )
-    loss, acc = loss_and_accuracy(logits, labels)
-    return {
-        "loss": loss,
-        "acc": acc,
-        "logits": logits,
-        "labels": labels,
-        "keys": keys,
-        "time_s": time.perf_counter() - start,
-    }
+    return clip_scores(logits, labels, keys, time.perf_counter() - start)
 
 
 def build_optimizer(cfg: TrainConfig, model: paddle.nn.Layer):

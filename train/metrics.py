@@ -103,9 +103,16 @@ def summarize(
     }
 
 
-def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of (N, K) logits against (N,) int labels."""
+def clip_scores(logits: np.ndarray, labels: np.ndarray, keys: list[str], time_s: float) -> dict:
+    """evaluate()'s result: mean cross-entropy and top-1 accuracy of (N, K) logits against (N,)
+    int labels, with the logits, labels and video keys themselves."""
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-    loss = float(-logp[np.arange(len(labels)), labels].mean())
-    return loss, float((logits.argmax(1) == labels).mean())
+    return {
+        "loss": float(-logp[np.arange(len(labels)), labels].mean()),
+        "acc": float((logits.argmax(1) == labels).mean()),
+        "logits": logits,
+        "labels": labels,
+        "keys": keys,
+        "time_s": time_s,
+    }
