@@ -139,3 +139,36 @@ def test_hybrid_matches_cpu_on_the_gpu(prepared, tmp_path: Path) -> None:
     for (keys_c, c), (keys_h, h) in zip(clips["cpu"], clips["hybrid"], strict=True):
         assert keys_c == keys_h
         assert np.abs(c - h).mean() < 2.0
+
+
+def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:
+    """A planned epoch keeps the share it was cut with; later epochs move towards the path that
+    was waited on less (the backend is built for real; NVDEC pipelines start only in run())."""
+    from loader.hybrid import MAX_SHARE, START_SHARE, STEP, HybridBackend
+
+    data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
+            "num_threads": 2, "decode": "hybrid", "cache_dir": tmp_path / "cache"}  # fmt: skip
+    cfg = LoaderConfig(gpu_batch=2, **data)
+    with ClipLoader(cfg) as loader:
+        be = HybridBackend(cfg, loader.dataset, planner=loader.batches)
+        try:
+            heads = be._heads(loader.batches(0))  # what the NVDEC file lists would hold
+            assert be.shares == {0: START_SHARE}
+            assert [len(h) for h in heads] == [len(split(b, START_SHARE, 2)[0])
+                                                for b in loader.batches(0)]  # fmt: skip
+            be._adapt(wait_gpu=2.0, wait_cpu=0.5)  # waited on NVDEC: give the CPU more
+            assert be.share == START_SHARE + STEP and be._share_of(0) == START_SHARE
+            assert be._share_of(1) == START_SHARE + STEP
+            for _ in range(40):
+                be._adapt(wait_gpu=2.0, wait_cpu=0.0)
+            assert be.share == MAX_SHARE
+            be._adapt(wait_gpu=0.0, wait_cpu=1.0)  # waited on the CPU: give it less
+            assert be.share == MAX_SHARE - STEP
+        finally:
+            be.close()
+    fixed = LoaderConfig(cpu_share=0.3, **data)
+    with ClipLoader(fixed) as loader:
+        be = HybridBackend(fixed, loader.dataset, planner=loader.batches)
+        be._adapt(wait_gpu=5.0, wait_cpu=0.0)
+        assert be.share == 0.3
+        be.close()
