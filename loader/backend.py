@@ -7,8 +7,9 @@ implement:
     For every PlanBatch pulled from `batches`, yield exactly one ``(clips, batch)`` pair, **in the
     same order** (the PlanBatch object itself is handed back, so keys and labels stay with their
     clips). `clips` is one DALI output for the whole batch: a dense ``TensorListCPU`` or
-    ``TensorListGPU`` (or its ``.as_tensor()``) of shape ``(len(batch), 3, T, size, size)``, layout
-    "CFHW" per sample, dtype ``cfg.dtype``, produced by
+    ``TensorListGPU`` (or its ``.as_tensor()``) in the form ``cfg.clip_output()`` names: "float",
+    ``(len(batch), 3, T, size, size)``, layout "CFHW" per sample, dtype ``cfg.dtype``; or "uint8",
+    ``(len(batch), T, size, size, 3)`` "FHWC" uint8, which loader.bridge normalises; produced by
     ``loader.augment.augment(frames, params, cfg)`` from the frames ``batch.requests["frames"]``
     of video ``batch.requests["index"]`` — so that a request gives the same clip on every
     backend. The last batch of an epoch may be smaller than
@@ -18,9 +19,9 @@ implement:
     closed), the next ``run`` call must start clean. Errors about a sample raise
     ``loader.source.LoaderError`` naming the shard and the key.
 
-    `clips` may also be a list of such outputs (per-pipeline chunks of one batch, concatenated in
-    order by ``loader.bridge.to_paddle``); only the first ``len(batch)`` samples count, so a last
-    chunk may be padded.
+    `clips` may also be a list of such outputs (per-pipeline chunks of one batch, or the hybrid
+    backend's GPU chunks then CPU part, concatenated in order by ``loader.bridge.to_paddle``); only
+    the first ``len(batch)`` samples count, so a last chunk may be padded.
 
 ``close() -> None``
     Release pipelines, threads and files.
