@@ -16,7 +16,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from ondisk import FormatError
-from prep.ucf import VideoEntry, _lines
+from prep.ucf import VideoEntry
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def video_key(relpath: str) -> str:
     """
     stem = PurePosixPath(relpath).stem
     safe = _UNSAFE.sub("_", stem).strip("_-")[:STEM_CHARS].rstrip("_-") or "video"
-    digest = hashlib.sha256(relpath.encode("utf-8")).hexdigest()[:HASH_CHARS]
+    digest = hashlib.sha256(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_CHARS]
     return f"{safe}-{digest}"
 
 
@@ -60,6 +60,13 @@ def _split_files(splits_dir: Path) -> dict[int, dict[str, Path]]:
                 f"have split {k} ({len(missing)} class(es) lack it)"
             )
     return found
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty stripped lines with 1-based numbers. Bytes that are not UTF-8 (a name in another
+    encoding) are kept as surrogate escapes, so the name still opens the file it names."""
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _read_split_file(path: Path) -> list[tuple[int, str, str | None]]:

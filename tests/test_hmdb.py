@@ -9,6 +9,7 @@ split trains on 12 videos, tests 4 and leaves 4 (+ the 4 never used) out.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -239,3 +240,27 @@ def test_records_and_manifests_from_before_source_still_work(hmdb: Path, tmp_pat
     assert (work / ondisk.WORK_INDEX).read_bytes() == (
         hmdb / "work" / ondisk.WORK_INDEX
     ).read_bytes()
+
+
+def test_cli_wrong_split_folder_for_the_dataset(hmdb: Path, tmp_path: Path) -> None:
+    """One `Error:` line naming the folder, exit 1, whichever way round the folders are mixed."""
+    src = hmdb / "src"
+    r = CliRunner().invoke(main, ["extract", "--videos", str(src / VIDEOS), "--splits",
+                                  str(src / SPLITS), "--out", str(tmp_path / "w1")])  # fmt: skip
+    assert r.exit_code == 1 and "Error: " in r.output and "is this ucfTrainTestlist/?" in r.output
+    (tmp_path / "ucf").mkdir()
+    (tmp_path / "ucf" / "classInd.txt").write_text("1 MoveLeft\n")
+    r = CliRunner().invoke(main, ["extract", "--dataset", "hmdb51", "--videos", str(src / VIDEOS),
+                                  "--splits", str(tmp_path / "ucf"), "--out",
+                                  str(tmp_path / "w2")])  # fmt: skip
+    assert r.exit_code == 1 and f"Error: {tmp_path / 'ucf'}: no <class>_test_split" in r.output
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--dataset", "kinetics"])
+    assert r.exit_code == 2
+
+
+def test_a_name_in_another_encoding_still_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / "clap_test_split1.txt").write_bytes(b"caf\xe9_clap_0.avi 1 \nb.avi 2\n")
+    _, entries = read_splits(tmp_path)
+    e = next(e for e in entries if e.relpath.startswith("clap/caf"))
+    assert os.fsencode(e.relpath) == b"clap/caf\xe9_clap_0.avi"  # the bytes on disk
+    assert SAFE_KEY.match(e.key) and json.loads(json.dumps(e.relpath)) == e.relpath
