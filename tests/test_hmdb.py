@@ -247,7 +247,7 @@ def test_cli_wrong_split_folder_for_the_dataset(hmdb: Path, tmp_path: Path) -> N
     src = hmdb / "src"
     r = CliRunner().invoke(main, ["extract", "--videos", str(src / VIDEOS), "--splits",
                                   str(src / SPLITS), "--out", str(tmp_path / "w1")])  # fmt: skip
-    assert r.exit_code == 1 and "Error: " in r.output and "is this ucfTrainTestlist/?" in r.output
+    assert r.exit_code == 1 and "Error: " in r.output and "--dataset hmdb51" in r.output
     (tmp_path / "ucf").mkdir()
     (tmp_path / "ucf" / "classInd.txt").write_text("1 MoveLeft\n")
     r = CliRunner().invoke(main, ["extract", "--dataset", "hmdb51", "--videos", str(src / VIDEOS),
