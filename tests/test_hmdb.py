@@ -8,6 +8,7 @@ split trains on 12 videos, tests 4 and leaves 4 (+ the 4 never used) out.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +25,7 @@ from cli import main
 from ondisk import FormatError
 from prep.extract import ExtractConfig, extract
 from prep.hmdb import read_splits, video_key
+from prep.shard import ShardConfig, shard
 from prep.synth_hmdb import SPLITS, VIDEOS, class_name, flag
 from prep.verify import verify
 
@@ -264,3 +267,59 @@ def test_a_name_in_another_encoding_still_names_its_file(tmp_path: Path) -> None
     e = next(e for e in entries if e.relpath.startswith("clap/caf"))
     assert os.fsencode(e.relpath) == b"clap/caf\xe9_clap_0.avi"  # the bytes on disk
     assert SAFE_KEY.match(e.key) and json.loads(json.dumps(e.relpath)) == e.relpath
+
+
+def _all_records(hmdb: Path) -> list[ondisk.ManifestRecord]:
+    man = hmdb / "manifests"
+    return [r for s in ("train", "test") for r in ondisk.read_manifest(man / f"split1_{s}.jsonl")]
+
+
+def test_webdataset_and_dali_group_samples_by_the_whole_key(hmdb: Path) -> None:
+    """Both readers split `<key>.<component>` at the first dot: each sample comes back whole."""
+    wds = pytest.importorskip("webdataset")
+    pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn, pipeline_def, types
+
+    recs = {r.key: r for r in _all_records(hmdb)}
+    urls = [str(hmdb / "shards" / s) for s in sorted({r.shard for r in recs.values()})]
+    got = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode():
+        got[sample["__key__"]] = sample
+        assert set(sample) >= {"cls", "json", "meta.i32", "webm"}
+    assert set(got) == set(recs)
+    for key, r in recs.items():
+        assert got[key]["json"]["source"] == r.source and got[key]["cls"] == r.label
+    tar = hmdb / "shards" / next(iter(recs.values())).shard
+    want = [r for r in recs.values() if r.shard == tar.name]
+
+    @pipeline_def(batch_size=len(want), num_threads=1, device_id=None)
+    def pipe():  # noqa: ANN202 - DALI graph definition
+        video, cls = fn.readers.webdataset(
+            paths=[str(tar)], index_paths=[str(tar.with_suffix(".idx"))], ext=["webm", "cls"],
+            dtypes=[types.UINT8, types.UINT8], random_shuffle=False,
+        )  # fmt: skip
+        return video, cls
+
+    p = pipe()
+    p.build()
+    video, cls = p.run()
+    shas = sorted(
+        hashlib.sha256(np.array(video[i]).tobytes()).hexdigest() for i in range(len(want))
+    )
+    assert shas == sorted(r.sha256 for r in want)
+    assert sorted(int(np.array(cls[i]).tobytes()) for i in range(len(want))) == sorted(
+        r.label for r in want
+    )
+
+
+def test_fresh_extract_and_shard_are_byte_identical(hmdb: Path, tmp_path: Path) -> None:
+    src = hmdb / "src"
+    extract(ExtractConfig(src / VIDEOS, src / SPLITS, tmp_path / "work", jobs=2, dataset="hmdb51"))
+    assert (tmp_path / "work" / ondisk.WORK_INDEX).read_bytes() == (
+        hmdb / "work" / ondisk.WORK_INDEX
+    ).read_bytes()
+    shard(ShardConfig(tmp_path / "work", 1, tmp_path / "shards", tmp_path / "m", 60_000))
+    for p in sorted((tmp_path / "shards").iterdir()):
+        assert p.read_bytes() == (hmdb / "shards" / p.name).read_bytes(), p.name
+    for name in ("split1_train.jsonl", "split1_test.jsonl"):
+        assert (tmp_path / "m" / name).read_bytes() == (hmdb / "manifests" / name).read_bytes()
