@@ -698,13 +698,15 @@ def _launch_dir(ctx: click.Context, command: tuple[str, ...]) -> Path:
               show_default=True, help="Folder for everything the demo writes (re-run to resume).")
 @click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the demo's).")
 @click.option("--threads", type=click.IntRange(1), help="Loader decode threads (default: all).")
+@click.option("--dataset", type=click.Choice(["ucf101", "hmdb51"]), default="ucf101",
+              show_default=True, help="The synthetic set's layout and split files.")
 @library_errors
-def demo(out: Path, epochs: int | None, threads: int | None) -> None:
+def demo(out: Path, epochs: int | None, threads: int | None, dataset: str) -> None:
     """The whole pipeline on a synthetic UCF-101 on this CPU: synth, extract, shard (split 1),
     train, eval, report (about 10 minutes on 2 cores)."""
     from demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(out=out, threads=threads)
+    cfg = DemoConfig(out=out, threads=threads, dataset=dataset)
     if epochs is not None:  # keep the schedule's shape: milestones scale with the epochs
         cfg = cfg.with_epochs(epochs)
     click.echo("ucf3d demo, CPU settings chosen for you:")

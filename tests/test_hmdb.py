@@ -323,3 +323,15 @@ def test_fresh_extract_and_shard_are_byte_identical(hmdb: Path, tmp_path: Path) 
         assert p.read_bytes() == (hmdb / "shards" / p.name).read_bytes(), p.name
     for name in ("split1_train.jsonl", "split1_test.jsonl"):
         assert (tmp_path / "m" / name).read_bytes() == (hmdb / "manifests" / name).read_bytes()
+
+
+def test_demo_record_from_before_the_dataset_option_is_ucf101(tmp_path: Path) -> None:
+    from demo import DEMO_JSON, DemoConfig, _check_out
+
+    cfg = DemoConfig(out=tmp_path)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "dataset"}
+    (tmp_path / DEMO_JSON).write_text(json.dumps({"config": old}))
+    _check_out(cfg)  # the same demo: resumed, not refused
+    with pytest.raises(ValueError, match="other settings.*dataset"):
+        _check_out(DemoConfig(out=tmp_path, dataset="hmdb51"))
+    assert "synthetic HMDB-51" in DemoConfig(dataset="hmdb51").settings()[0]
