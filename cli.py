@@ -132,8 +132,15 @@ _jobs_option = click.option(
 )  # fmt: skip
 
 
+_dataset_option = click.option(
+    "--dataset", type=click.Choice(["ucf101", "hmdb51"]), default="ucf101", show_default=True,
+    help="hmdb51: HMDB-51's layout (<class>/<video>.avi) and <class>_test_split<N>.txt lists.",
+)  # fmt: skip
+
+
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@_dataset_option
 @click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
 @click.option("--groups", type=click.IntRange(1, 99), default=25, show_default=True)
 @click.option("--clips", type=click.IntRange(1, 99), default=1, show_default=True,
@@ -144,23 +151,25 @@ _jobs_option = click.option(
 @_jobs_option
 @_ffmpeg_option
 @library_errors
-def synth(out: Path, classes: int, groups: int, clips: int, seconds: float, seed: int, jobs: int,
-          ffmpeg: str | None) -> None:
-    """Write a synthetic UCF-101 (classes differ only by motion) under OUT."""
+def synth(out: Path, dataset: str, classes: int, groups: int, clips: int, seconds: float,
+          seed: int, jobs: int, ffmpeg: str | None) -> None:
+    """Write a synthetic UCF-101 or HMDB-51 (classes differ only by motion) under OUT."""
     from prep.synth import SynthConfig
     from prep.synth import synth as run
 
-    cfg = SynthConfig(out, classes, groups, clips, seconds, seed, jobs, ffmpeg)
+    cfg = SynthConfig(out, classes, groups, clips, seconds, seed, jobs, ffmpeg, dataset)
     res = run(cfg, progress_bar("synth"))
     click.echo(f"synth: {res['videos']} videos of {res['classes']} classes "
                f"({res['frames']} frames) in {out}")
 
 
 @main.command()
+@_dataset_option
 @click.option("--videos", required=True, type=_existing_dir,
-              help="The unpacked UCF-101/ directory (<Class>/<video>.avi).")
+              help="The unpacked UCF-101/ (or hmdb51_org/) directory (<Class>/<video>.avi).")
 @click.option("--splits", required=True, type=_existing_dir,
-              help="ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt).")
+              help="ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt), or "
+                   "HMDB-51's testTrainMulti_7030_splits/.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Work directory (videos/, index.jsonl, errors.jsonl).")
 @click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
@@ -175,13 +184,15 @@ def synth(out: Path, classes: int, groups: int, clips: int, seconds: float, seed
 @click.option("--strict", is_flag=True, help="Exit 1 if any listed video could not be prepared.")
 @_ffmpeg_option
 @library_errors
-def extract(videos: Path, splits: Path, out: Path, codec: str, short_side: int, fps: int, gop: int,
-            crf: int | None, jobs: int, strict: bool, ffmpeg: str | None) -> None:
+def extract(dataset: str, videos: Path, splits: Path, out: Path, codec: str, short_side: int,
+            fps: int, gop: int, crf: int | None, jobs: int, strict: bool,
+            ffmpeg: str | None) -> None:
     """Re-encode every video of the official split lists to the training format (resumable)."""
     from prep.extract import ExtractConfig
     from prep.extract import extract as run
 
-    cfg = ExtractConfig(videos, splits, out, codec, short_side, fps, gop, crf, jobs, strict, ffmpeg)
+    cfg = ExtractConfig(videos, splits, out, codec, short_side, fps, gop, crf, jobs, strict, ffmpeg,
+                        dataset)
     res = run(cfg, progress_bar("extract"))
     click.echo(f"extract: {res.prepared} videos prepared ({res.encoded} encoded, {res.skipped} "
                f"already done), {res.errors} errors -> {out}")
@@ -687,13 +698,15 @@ def _launch_dir(ctx: click.Context, command: tuple[str, ...]) -> Path:
               show_default=True, help="Folder for everything the demo writes (re-run to resume).")
 @click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the demo's).")
 @click.option("--threads", type=click.IntRange(1), help="Loader decode threads (default: all).")
+@click.option("--dataset", type=click.Choice(["ucf101", "hmdb51"]), default="ucf101",
+              show_default=True, help="The synthetic set's layout and split files.")
 @library_errors
-def demo(out: Path, epochs: int | None, threads: int | None) -> None:
+def demo(out: Path, epochs: int | None, threads: int | None, dataset: str) -> None:
     """The whole pipeline on a synthetic UCF-101 on this CPU: synth, extract, shard (split 1),
     train, eval, report (about 10 minutes on 2 cores)."""
     from demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(out=out, threads=threads)
+    cfg = DemoConfig(out=out, threads=threads, dataset=dataset)
     if epochs is not None:  # keep the schedule's shape: milestones scale with the epochs
         cfg = cfg.with_epochs(epochs)
     click.echo("ucf3d demo, CPU settings chosen for you:")

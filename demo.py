@@ -11,7 +11,8 @@ through files, all under one folder (default `demo/`):
 
 A re-run into the same folder with the same settings skips what is finished (synth, a completed
 training, an evaluation newer than its checkpoint) and continues an interrupted training from its
-last checkpoint; a folder that holds a demo with other settings is refused.
+last checkpoint; a folder that holds a demo with other settings is refused. `dataset="hmdb51"`
+runs the same route on the synthetic set in HMDB-51's layout (prep.synth_hmdb).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ DEMO_JSON = "demo.json"
 RUNTIME_FIELDS = ("out", "threads", "jobs")
 
 ProgressFactory = Callable[[str], Callable[..., None] | None]
+DATA_NAMES = {"ucf101": "UCF-101", "hmdb51": "HMDB-51"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class DemoConfig:
     start_align: int = 1
     threads: int | None = None  # loader decode threads; None: all cores
     jobs: int = 0  # ffmpeg processes for synth and extract; 0: all cores
+    dataset: str = "ucf101"  # or "hmdb51": the same motions in HMDB-51's layout and split files
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -87,8 +90,9 @@ class DemoConfig:
         """The chosen settings, one line each, as the demo shows them up front."""
         threads = self.threads or os.cpu_count() or 1
         return [
-            f"data: synthetic UCF-101, {self.classes} classes x {self.groups} groups x "
-            f"{self.clips} clip(s) of ~{self.seconds:g} s, split 1 (test groups 1-7)",
+            f"data: synthetic {DATA_NAMES[self.dataset]}, {self.classes} classes x {self.groups} "
+            f"groups x {self.clips} clip(s) of ~{self.seconds:g} s, split 1 "
+            f"(test groups {'1-7' if self.dataset == 'ucf101' else '1, 6, 11, ...'})",
             f"extract: VP9, short side {self.short_side}, GOP {self.gop}",
             f"model: {self.model}, clips 16 x {self.size} x {self.size}, batch {self.batch_size}",
             f"training: {self.epochs} epochs, SGD lr {self.lr} x0.1 at epochs "
@@ -122,7 +126,7 @@ def _check_out(cfg: DemoConfig) -> None:
     out, saved = cfg.out, cfg.out / DEMO_JSON
     if saved.is_file():
         try:
-            old = json.loads(saved.read_text(encoding="utf-8"))["config"]
+            old = {"dataset": "ucf101", **json.loads(saved.read_text(encoding="utf-8"))["config"]}
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{saved}: unreadable demo record ({e}); use another --out") from e
         ours = cfg.identity()
@@ -224,7 +228,7 @@ def _synth(cfg: DemoConfig, synth_dir: Path, bar: Callable[..., None] | None) ->
     if marker.is_file():
         return True
     scfg = SynthConfig(synth_dir, cfg.classes, cfg.groups, cfg.clips, cfg.seconds, cfg.data_seed,
-                       cfg.jobs)  # fmt: skip
+                       cfg.jobs, dataset=cfg.dataset)  # fmt: skip
     marker.write_text(json.dumps(synth(scfg, bar)) + "\n", encoding="utf-8")
     return False
 
@@ -232,8 +236,10 @@ def _synth(cfg: DemoConfig, synth_dir: Path, bar: Callable[..., None] | None) ->
 def _extract(cfg: DemoConfig, synth_dir: Path, work: Path, bar: Callable[..., None] | None) -> bool:
     from prep.extract import ExtractConfig, extract
 
-    ecfg = ExtractConfig(synth_dir / "UCF-101", synth_dir / "ucfTrainTestlist", work,
-                         short_side=cfg.short_side, gop=cfg.gop, jobs=cfg.jobs)  # fmt: skip
+    videos, lists = {"ucf101": ("UCF-101", "ucfTrainTestlist"),
+                     "hmdb51": ("hmdb51_org", "testTrainMulti_7030_splits")}[cfg.dataset]
+    ecfg = ExtractConfig(synth_dir / videos, synth_dir / lists, work, short_side=cfg.short_side,
+                         gop=cfg.gop, jobs=cfg.jobs, dataset=cfg.dataset)  # fmt: skip
     return extract(ecfg, bar).encoded == 0
 
 

@@ -20,6 +20,7 @@ WORK_VIDEOS = "videos"  # WORK/videos/<Class>/<key>.<ext>
 WORK_INDEX = "index.jsonl"  # one VideoRecord per prepared video, sorted by key
 WORK_ERRORS = "errors.jsonl"  # one {"key", "path", "reason"} per video that could not be prepared
 WORK_CONFIG = "extract_config.json"
+WORK_CLASSES = "classInd.txt"  # "<1-based number> <class>" per line, in label order
 VIDEO_EXT = {"vp9": "webm", "h264": "mp4"}  # codec -> container extension (also the tar component)
 
 
@@ -27,7 +28,7 @@ VIDEO_EXT = {"vp9": "webm", "h264": "mp4"}  # codec -> container extension (also
 class VideoRecord:
     """One prepared video in WORK/index.jsonl, and the shard's `json` component."""
 
-    key: str  # video id, the source file name without extension
+    key: str  # video id: UCF-101's file name without extension; HMDB-51's prep.hmdb.video_key
     cls: str  # class (folder) name; JSON field "class"
     label: int  # 0-based: classInd.txt's number minus one
     n_frames: int  # exact frame count, counted by decoding the training-format video
@@ -43,6 +44,7 @@ class VideoRecord:
     path: str  # of the training-format video, relative to WORK
     train_in: tuple[int, ...] = ()  # official splits that train on this video
     test_in: tuple[int, ...] = ()  # official splits that test on it
+    source: str = ""  # the original file, relative to the videos folder (optional: older lack it)
 
     def to_obj(self) -> dict:
         d = asdict(self)
@@ -131,6 +133,7 @@ class ManifestRecord:
     size: int  # byte size of the video member's data
     ext: str  # video component: "webm" (VP9) or "mp4" (H.264)
     sha256: str  # of the video bytes
+    source: str = ""  # the original file, "<class>/<name>.avi" (absent from older manifests)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -139,6 +142,7 @@ class ManifestRecord:
 
 
 _RECORD_FIELDS = {f.name: f.type for f in fields(ManifestRecord)}
+_OPTIONAL_FIELDS = {f.name for f in fields(ManifestRecord) if f.default is not MISSING}
 
 
 def _record_from_obj(obj: object, where: str) -> ManifestRecord:
@@ -147,16 +151,18 @@ def _record_from_obj(obj: object, where: str) -> ManifestRecord:
     obj = dict(obj)
     if "class" in obj:
         obj["cls"] = obj.pop("class")
-    missing = sorted(set(_RECORD_FIELDS) - set(obj))
+    missing = sorted(set(_RECORD_FIELDS) - _OPTIONAL_FIELDS - set(obj))
     if missing:
         raise FormatError(f"{where}: missing field(s) {', '.join(missing)}")
+    if not isinstance(obj.get("source", ""), str):
+        raise FormatError(f"{where}: field 'source' must be a string")
     for name in ("label", "n_frames", "offset", "size"):
         if not isinstance(obj[name], int) or isinstance(obj[name], bool) or obj[name] < 0:
             raise FormatError(f"{where}: field {name!r} must be a non-negative integer")
     for name in ("key", "cls", "shard", "ext", "sha256"):
         if not isinstance(obj[name], str) or not obj[name]:
             raise FormatError(f"{where}: field {name!r} must be a non-empty string")
-    return ManifestRecord(**{k: obj[k] for k in _RECORD_FIELDS})
+    return ManifestRecord(**{k: obj[k] for k in _RECORD_FIELDS if k in obj})
 
 
 def read_manifest(path: Path) -> list[ManifestRecord]:

@@ -7,6 +7,7 @@ that was interrupted (Ctrl-C, kill) resumes where it stopped. WORK/index.jsonl, 
 extract_summary.json are rewritten, sorted by key, at the end of every completed run, and removed
 when a run starts, so an interrupted run never leaves a stale index for `shard`. WORK is locked
 while a run lasts (`.ucf3d.lock`): a second run on it is refused, naming the first.
+WORK/classInd.txt numbers the classes in label order (UCF-101's list, or HMDB-51's sorted names).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import ondisk
@@ -24,12 +25,14 @@ from ondisk import CLIP_LEN, VideoRecord
 from prep.encode import Encoding, decode_output, probe_source
 from prep.ffmpeg import DecodeError, check_ffmpeg, run_ffmpeg
 from prep.files import locked_dir, sha256_file, write_text_atomic
+from prep.hmdb import read_splits as read_hmdb_splits
 from prep.ucf import VideoEntry, read_splits
 from prep.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 WORK_SUMMARY = "extract_summary.json"
+DATASETS = {"ucf101": read_splits, "hmdb51": read_hmdb_splits}  # --dataset -> split reader
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ExtractConfig:
     jobs: int = 0  # 0: all cores
     strict: bool = False
     ffmpeg: str | None = None
+    dataset: str = "ucf101"  # "ucf101" (splits: ucfTrainTestlist/) or "hmdb51" (prep.hmdb)
 
     def encoding(self) -> Encoding:
         return Encoding(self.codec, self.short_side, self.fps, self.gop, self.crf)
@@ -96,8 +100,8 @@ def _prepare(task: _Task) -> tuple[str, VideoRecord | str, bool]:
     if src.stat().st_size == 0:
         return e.key, "zero bytes", False
     rec = _finished(task)
-    if rec is not None:
-        return e.key, rec, True
+    if rec is not None:  # a record written before `source` existed gets it now
+        return e.key, replace(rec, source=e.relpath), True
     dst.parent.mkdir(parents=True, exist_ok=True)
     for stale in dst.parent.glob(f"{e.key}.*tmp"):  # left by a killed run (keys hold no dots)
         stale.unlink(missing_ok=True)
@@ -120,6 +124,7 @@ def _prepare(task: _Task) -> tuple[str, VideoRecord | str, bool]:
         fps=enc.fps, codec=enc.codec, gop=enc.gop, bytes=tmp.stat().st_size,
         sha256=sha256_file(tmp), src_bytes=src.stat().st_size, src_sha256=sha256_file(src),
         path=dst.relative_to(task.out).as_posix(), train_in=e.train_in, test_in=e.test_in,
+        source=e.relpath,
     )  # fmt: skip
     tmp.replace(dst)
     record = {"encoding": asdict(enc), "record": rec.to_obj()}
@@ -137,8 +142,10 @@ def _reason(err: DecodeError) -> str:
 def extract(cfg: ExtractConfig, progress: Callable[..., None] | None = None) -> ExtractResult:
     """Prepare every listed video under cfg.out; see the module docstring for the files."""
     enc = cfg.encoding()  # validates the codec before any work
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
     check_ffmpeg(cfg.ffmpeg, enc.encoder)  # else a broken binary makes every video "undecodable"
-    classes, entries = read_splits(cfg.splits)
+    classes, entries = DATASETS[cfg.dataset](cfg.splits)
     out = Path(cfg.out)
     with locked_dir(out, "ucf3d extract"):  # two runs on one WORK would corrupt each other
         return _extract(cfg, enc, classes, entries, out, progress)
@@ -155,6 +162,8 @@ def _extract(cfg: ExtractConfig, enc: Encoding, classes: list[str], entries: lis
                 for k, v in asdict(cfg).items()}  # fmt: skip
     config = {**resolved, "encoding": asdict(enc), "classes": classes}
     write_text_atomic(out / ondisk.WORK_CONFIG, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    names = "".join(f"{i} {c}\n" for i, c in enumerate(classes, 1))  # classInd.txt's format
+    write_text_atomic(out / ondisk.WORK_CLASSES, names)
     tasks = [
         _Task(e, Path(cfg.videos) / e.relpath,
               out / ondisk.WORK_VIDEOS / e.cls / f"{e.key}.{enc.ext}", out, enc, cfg.ffmpeg)

@@ -221,7 +221,8 @@ def manifest_records(shards: list[Shard]) -> list[ManifestRecord]:
             ext = VIDEO_EXT[r.codec]
             off, size = video[f"{r.key}.{ext}"]
             out.append(
-                ManifestRecord(r.key, r.label, r.cls, r.n_frames, s.name, off, size, ext, r.sha256)
+                ManifestRecord(r.key, r.label, r.cls, r.n_frames, s.name, off, size, ext, r.sha256,
+                               r.source)  # fmt: skip
             )
     return out
 

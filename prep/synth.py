@@ -41,6 +41,7 @@ class SynthConfig:
     seed: int = 0
     jobs: int = 0  # 0: all cores
     ffmpeg: str | None = None
+    dataset: str = "ucf101"  # or "hmdb51": HMDB-51's layout and split files (prep.synth_hmdb)
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,12 @@ def split_lists(names: list[str], groups: int, clips: int) -> dict[str, str]:
 
 def synth(cfg: SynthConfig, progress: Callable[..., None] | None = None) -> dict:
     """Write the synthetic dataset under cfg.out; return counts. Deterministic in cfg.seed."""
+    if cfg.dataset == "hmdb51":
+        from prep.synth_hmdb import synth_hmdb
+
+        return synth_hmdb(cfg, progress)
+    if cfg.dataset != "ucf101":
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose ucf101 or hmdb51")
     names = class_names(cfg.classes)
     if cfg.groups < 1 or cfg.clips < 1 or cfg.seconds <= 0:
         raise ValueError("--groups, --clips and --seconds must be positive")

@@ -75,6 +75,9 @@ def _read_list(path: Path, labels: dict[str, int], with_label: bool) -> list[tup
 def read_splits(splits_dir: Path) -> tuple[list[str], list[VideoEntry]]:
     """Class names and every video named in train/testlist0{1,2,3}.txt, sorted by key."""
     splits_dir = Path(splits_dir)
+    if not (splits_dir / CLASS_INDEX).is_file() and any(splits_dir.glob("*_test_split*.txt")):
+        raise FormatError(f"{splits_dir}: holds HMDB-51's <class>_test_split<N>.txt lists, not "
+                          "ucfTrainTestlist/ (extract --dataset hmdb51 reads them)")  # fmt: skip
     classes = read_class_index(splits_dir / CLASS_INDEX)
     labels = {c: i for i, c in enumerate(classes)}
     roles: dict[str, dict[str, list[int]]] = {}

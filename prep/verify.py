@@ -100,7 +100,7 @@ def _check_sample(f, rec: ManifestRecord, where: dict[str, tuple[int, int]]) -> 
             ("n_frames", rec.n_frames),
             ("sha256", rec.sha256),
         )
-    ):
+    ) or meta_json.get("source", "") != rec.source:  # older shards and manifests both lack it
         problems.append(f"{COMP_JSON} missing or disagrees with the manifest")
         meta_json = {}
     raw = _read(f, where, f"{rec.key}.{COMP_META}")

@@ -43,6 +43,13 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
 
+def _sources(source: ClipSource) -> dict[str, str]:
+    """key -> original file, from the whole manifest of a DALI loader (every rank's videos);
+    empty for in-memory sources and manifests written before the field existed."""
+    path = getattr(getattr(source, "cfg", None), "manifest_path", None)
+    return {r.key: r.source for r in ondisk.read_manifest(path)} if path is not None else {}
+
+
 def evaluate_checkpoint(
     ckpt: Path,
     *,
@@ -105,6 +112,10 @@ def evaluate_checkpoint(
         ev = evaluate(model, source.epoch(0), max_steps=max_steps, progress=progress)
         ev = dist.gather_eval(ev)  # all ranks' videos, in the order one process scores them
         s = summarize(ev["logits"], ev["labels"], ev["keys"], classes)
+        sources = _sources(source) if main else {}
+        for p in s["predictions"]:  # the original file name beside the key (HMDB-51's differ)
+            if sources.get(p["key"]):
+                p["source"] = sources[p["key"]]
         pred_file, png = out / f"predictions_{mode}.json", out / f"confusion_{mode}.png"
         if main:
             write_json(pred_file, {"checkpoint": str(ckpt), "mode": mode,
