@@ -465,6 +465,9 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the model through paddle.jit.to_static (Paddle's static-graph executor).")
+@click.option("--step-stream", type=click.Choice(["side", "default"]), default="side",
+              show_default=True, help="GPU: run the steps on a non-blocking stream of their own "
+              "(the NVDEC loader's frame conversions do not queue behind them) or on Paddle's.")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")

@@ -56,7 +56,7 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
             yield batch_inputs(batch, amp)
 
     def stream() -> contextlib.AbstractContextManager:
-        return compute_stream(cfg.device) if cfg.stream == "side" else contextlib.nullcontext()
+        return compute_stream(cfg.device, cfg.stream)
 
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
     return Consumer(name, step, fence, batches, fixed, stream)

@@ -321,3 +321,17 @@ def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert res.output.startswith("Error: --decode gpu needs an NVIDIA GPU and its driver")
     assert not (tmp_path / "r").exists()
+
+
+def test_step_stream_option(tmp_path: Path, data) -> None:
+    """--step-stream is validated and kept in the run config; on the CPU both kinds just run."""
+    from train.loop import compute_stream
+
+    with pytest.raises(ValueError, match="step_stream"):
+        TrainConfig(step_stream="low")
+    for kind in ("side", "default"):
+        with compute_stream("cpu", kind):
+            pass
+    run = fit(tiny_cfg(tmp_path / "run", epochs=1, step_stream="default"),
+              train_data=data[0], val_data=data[1])  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["step_stream"] == "default"

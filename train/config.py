@@ -56,6 +56,7 @@ class TrainConfig:
     decode: str = "cpu"
     amp: str = "none"
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
+    step_stream: str = "side"  # GPU steps on a non-blocking stream of their own, or "default"
     sync_bn: bool = False  # BatchNorm statistics over all ranks (GPU); Hara's were per GPU
     checkpoint_every: int = 10
     val_every: int = 1
@@ -75,7 +76,8 @@ class TrainConfig:
         if self.shortcut is None:
             object.__setattr__(self, "shortcut", default_shortcut(self.model))
         for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
-                              ("decode", DECODES), ("shortcut", SHORTCUTS)):  # fmt: skip
+                              ("decode", DECODES), ("shortcut", SHORTCUTS),
+                              ("step_stream", ("side", "default"))):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.schedule == "multistep" and not self.milestones:

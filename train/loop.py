@@ -42,16 +42,17 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
 @contextlib.contextmanager
-def compute_stream(device: str) -> Iterator[None]:
+def compute_stream(device: str, kind: str = "side") -> Iterator[None]:
     """On the GPU, run the steps on a non-blocking CUDA stream of their own.
 
     DALI's NVDEC reader converts decoded frames on the legacy default stream, which waits for all
     work on ordinary (blocking) streams, Paddle's default compute stream among them: every frame
     the loader converts would queue behind the training kernels already submitted. Paddle's
     `paddle.device.Stream` is created non-blocking, so steps issued on it never hold the
-    decoder up (docs/BENCHMARKS.md, "Fed loader"). On the CPU this does nothing.
+    decoder up (docs/BENCHMARKS.md, "Fed loader"). On the CPU, or with kind "default" (`ucf3d
+    train --step-stream default`, to compare or to rule the stream out), this does nothing.
     """
-    if device != "gpu":
+    if device != "gpu" or kind == "default":
         yield
         return
     stream = paddle.device.Stream()
@@ -378,7 +379,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
     for epoch in range(start, cfg.epochs):
         steps = _epoch_len(train_data, cfg.max_steps)
         lr = opt.get_lr()
-        with compute_stream(cfg.device):
+        with compute_stream(cfg.device, cfg.step_stream):
             tr = train_one_epoch(
                 net, opt, train_data.epoch(epoch), amp,
                 epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
@@ -388,7 +389,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
         started = time.perf_counter() - tr["time_s"]
         if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            with compute_stream(cfg.device):
+            with compute_stream(cfg.device, cfg.step_stream):
                 ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
             ev = dist.gather_eval(ev)  # each rank scored its own videos
             record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])
