@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure import GpuSampler, gpu_name
+from bench.measure import GpuSampler, cpu_seconds, gpu_name
 from loader import ClipLoader, LoaderConfig
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         tick = time.perf_counter()
         if not t0:
             if tick >= t_warm:
-                t0, c0 = tick, _cpu()
+                t0, c0 = tick, cpu_seconds()
             continue
         clips += int(x.shape[0])
         steps += 1
@@ -145,14 +145,9 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         "clips_per_s": round(clips / wall, 1),
         "steps": steps,
         "data_wait_pct": round(100 * wait / wall, 2),
-        "cpu_cores_used": round((_cpu() - c0) / wall, 2),
+        "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
         "wall_s": round(wall, 1),
     }
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _consumer(cfg: FeedConfig) -> Consumer:

@@ -1,16 +1,20 @@
 """Hybrid backend: NVDEC decodes the head of every batch, CPU threads decode its tail.
 
-Why (docs/BENCHMARKS.md, "Fed loader"): beside a training step the GPU path's rate falls, while
-the host's spare cores sit idle; the CPU backend decodes the same clip plan to the same pixels. So
-each PlanBatch is cut in two — its first clips for loader.gpu, its last `share` of them for
-loader.cpu — and the two outputs are handed over as one list, GPU chunks first, so the batch
-comes out in plan order (loader.bridge concatenates on the GPU; the CPU part is uint8, a quarter
-of the bytes of float clips, when it crosses to the device).
+Why: a GPU with little decode hardware (a V100 has one NVDEC engine) can leave NVDEC, not the
+host's cores, as the scarce part, and the CPU backend decodes the same clip plan to the same
+pixels. So each PlanBatch is cut in two — its first clips for loader.gpu, its last `share` of
+them for loader.cpu — and the two outputs are handed over as one list, GPU chunks first, so the
+batch comes out in plan order (loader.bridge concatenates on the GPU; the CPU part is uint8, a
+quarter of the bytes of float clips, when it crosses to the device).
 
 The share of an epoch is fixed when that epoch is first planned (the NVDEC pipelines hold
 several epochs' file lists ahead: loader.gpu), and recorded, so a batch is always cut the same
 way. With `cpu_share=None` the share adapts: after each epoch, whichever path the consumer waited
 on longer gives up a step of the share to the other, for the epochs planned from then on.
+
+Measured on an H200 with 16 cores (docs/BENCHMARKS.md, "Fed loader"), hybrid decoding fed the
+training step worse than NVDEC alone: there the NVDEC path already keeps most cores busy. It is
+an option (`decode="hybrid"`), not the default.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .source import Dataset
 
 log = logging.getLogger(__name__)
 
-START_SHARE = 0.25  # cpu_share=None starts here (docs/BENCHMARKS.md) and adapts
+START_SHARE = 0.25  # cpu_share=None starts here and adapts
 STEP, MAX_SHARE = 0.05, 0.75
 
 
@@ -63,7 +67,6 @@ class HybridBackend:
         self.cfg = cfg
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
-        self.waits: dict[int, tuple[float, float]] = {}  # epoch -> (GPU, CPU) seconds waited
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(cfg, dataset)
 
@@ -102,7 +105,6 @@ class HybridBackend:
         finally:
             gpu.close()
             cpu.close()
-        self.waits[epoch] = (wait_gpu, wait_cpu)
         self._adapt(wait_gpu, wait_cpu)
 
     def _adapt(self, wait_gpu: float, wait_cpu: float) -> None:
