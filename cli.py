@@ -373,6 +373,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
               default="auto", show_default=True,
               help="How host threads wait for the GPU (the CUDA context's scheduling flag; "
               "blocking frees cores but fed the step worse on an H200: docs/BENCHMARKS.md).")
+@click.option("--loader-sms", type=click.IntRange(0), default=0, show_default=True,
+              help="GPU: run the fed steps on all but N SMs (a CUDA green context), leaving N to "
+              "the loader's kernels; the step alone is timed there too. 0: every SM.")
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""

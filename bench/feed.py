@@ -14,7 +14,9 @@ Both phases run the same loop: at most `in_flight` steps queued on the device (t
 the step before last, as a loop that reads its loss late does), data wait = time the host spends
 blocked in the loader (its DLPack hand-over and normalisation included). The steps run on a
 non-blocking stream of their own (`stream="side"`, as `ucf3d train` does; "default" reproduces the
-first measurements: see docs/BENCHMARKS.md).
+first measurements: see docs/BENCHMARKS.md). With `loader_sms`, the fed steps run on a green
+context holding all but that many SMs (loader.greenctx), and the step alone is timed there too
+("unfed_partitioned"); the ratio stays against the step alone on the whole device.
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ class FeedConfig:
     stream: str = "side"
     graph: bool = False  # torch stand-in: CUDA-graph the step
     cuda_sync: str = "auto"  # how waiting host threads wait for the GPU (loader.cudasync)
+    loader_sms: int = 0  # GPU: fed steps on all but these SMs (loader.greenctx); 0 = every SM
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
         if self.device not in ("gpu", "cpu") or self.in_flight < 1:
             raise ValueError("device must be gpu or cpu, in_flight >= 1")
+        if self.loader_sms < 0 or (self.loader_sms and self.device != "gpu"):
+            raise ValueError("loader_sms must be >= 0, and 0 off the GPU")
 
 
 @dataclass
@@ -65,7 +70,8 @@ class Consumer:
     fence: Callable[[], Callable[[], None]]  # mark the queue; the returned call waits for it
     batches: Callable[[ClipLoader, int], Iterator[tuple[Any, Any]]]  # loader, epoch -> (x, y)
     fixed: tuple[Any, Any]  # one resident batch for the unfed phase
-    stream: Callable[[], Any]  # a context manager putting the steps on their stream
+    stream: Callable[[int], Any]  # (loader_sms) -> context manager: the steps on their stream
+    partition: Callable[[], dict] = dict  # the SM partition in use: {"train_sms", "device_sms"}
 
 
 def run_feed(cfg: FeedConfig) -> dict:
@@ -88,10 +94,15 @@ def run_feed(cfg: FeedConfig) -> dict:
         "cuda_sync": sync,
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
     }
-    with consumer.stream():
-        with GpuSampler() as gpu:
-            unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
-        result["unfed"] = {**unfed, **gpu.summary()}
+    with consumer.stream(0), GpuSampler() as gpu:  # the whole device: what the ratio is against
+        unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
+    result["unfed"] = {**unfed, **gpu.summary()}
+    with consumer.stream(cfg.loader_sms):
+        if cfg.loader_sms:  # what the partition alone costs
+            result["loader_sms"] = {"asked": cfg.loader_sms, **consumer.partition()}
+            with GpuSampler() as gpu:
+                part = _timed(_repeat(consumer.fixed), consumer, cfg)
+            result["unfed_partitioned"] = {**part, **gpu.summary()}
         with ClipLoader(lc) as loader, GpuSampler() as gpu:
             fed = _timed(_epochs(loader, consumer), consumer, cfg)
         result["fed"] = {**fed, **gpu.summary()}

@@ -55,8 +55,8 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
         for batch in loader.epoch(epoch):
             yield batch_inputs(batch, amp)
 
-    def stream() -> contextlib.AbstractContextManager:
-        return compute_stream(cfg.device, cfg.stream)
+    def stream(loader_sms: int) -> contextlib.AbstractContextManager:
+        return compute_stream(cfg.device, cfg.stream, loader_sms)
 
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
     return Consumer(name, step, fence, batches, fixed, stream)

@@ -2,11 +2,12 @@
 
     python bench/sweep.py PLAN OUT.jsonl [--timeout 120] [-- OPTIONS FOR EVERY RUN]
 
-Each non-empty, non-# line of PLAN is `<label> <bench command> <options...>`, for example
-`side-u8 feed --manifests M --split 1`. Runs go one after another (never two at once: they would
-share the GPU and the cores), each in its own process under a timeout, so one that hangs or fails
-is recorded as such and the rest still run. Every result line gets the label, the command and the
-commit; a compact summary goes to stdout as each run ends.
+Each non-empty, non-# line of PLAN is `<label> [NAME=VALUE ...] <bench command> <options...>`,
+for example `side-u8 feed --manifests M --split 1`; NAME=VALUE words before the command are
+environment variables for that run only (e.g. CUDA_DEVICE_MAX_CONNECTIONS=32). Runs go one after
+another (never two at once: they would share the GPU and the cores), each in its own process under
+a timeout, so one that hangs or fails is recorded as such and the rest still run. Every result line
+gets the label, the command and the commit; a compact summary goes to stdout as each run ends.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def _commit() -> str:
 def _summary(r: dict) -> str:
     if r.get("bench") == "feed":
         f, u = r["fed"], r["unfed"]
-        return (f"{r['label']}: fed {f['clips_per_s']} / unfed {u['clips_per_s']} = "
+        part = r.get("unfed_partitioned")
+        alone = f" (partition alone {part['clips_per_s']})" if part else ""
+        return (f"{r['label']}: fed {f['clips_per_s']} / unfed {u['clips_per_s']}{alone} = "
                 f"{r['fed_vs_unfed']}, wait {f['data_wait_pct']} %, "
                 f"NVDEC {f.get('nvdec_util_mean')} %, SM {f.get('sm_util_mean')} %, "
                 f"cores {f['cpu_cores_used']}")  # fmt: skip
@@ -56,10 +59,15 @@ def main() -> None:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         label, *args = shlex.split(line)
+        env = dict(os.environ)
+        while args and "=" in args[0] and not args[0].startswith("-"):
+            name, _, value = args.pop(0).partition("=")
+            env[name] = value
+        extra = {k: v for k, v in env.items() if os.environ.get(k) != v}
         cmd = [sys.executable, str(ROOT / "cli.py"), "bench", *args, *common]
         t0 = time.time()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode == 0 and lines:
                 r = json.loads(lines[-1])
@@ -67,7 +75,8 @@ def main() -> None:
                 r = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
         except subprocess.TimeoutExpired:
             r = {"error": f"timed out after {a.timeout} s"}
-        r.update(label=label, command=" ".join(["ucf3d", "bench", *args, *common]),
+        words = [f"{k}={v}" for k, v in extra.items()] + ["ucf3d", "bench", *args, *common]
+        r.update(label=label, command=" ".join(words),
                  commit=commit, run_s=round(time.time() - t0, 1))  # fmt: skip
         with a.out.open("a") as f:
             f.write(json.dumps(r) + "\n")

@@ -42,7 +42,7 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
 @contextlib.contextmanager
-def compute_stream(device: str, kind: str = "side") -> Iterator[None]:
+def compute_stream(device: str, kind: str = "side", loader_sms: int = 0) -> Iterator[None]:
     """On the GPU, run the steps on a non-blocking CUDA stream of their own.
 
     DALI's NVDEC reader converts decoded frames on the legacy default stream, which waits for all
@@ -51,11 +51,23 @@ def compute_stream(device: str, kind: str = "side") -> Iterator[None]:
     `paddle.device.Stream` is created non-blocking, so steps issued on it never hold the
     decoder up (docs/BENCHMARKS.md, "Fed loader"). On the CPU, or with kind "default" (`ucf3d
     train --step-stream default`, to compare or to rule the stream out), this does nothing.
+
+    With `loader_sms` (`ucf3d train --loader-sms N`) the stream is created inside a CUDA green
+    context holding all but N of the GPU's SMs (loader.greenctx): the training kernels never
+    occupy those SMs, so the loader's per-frame kernels start at once instead of queueing behind
+    them.
     """
-    if device != "gpu" or kind == "default":
+    if device != "gpu" or (kind == "default" and not loader_sms):
         yield
         return
-    stream = paddle.device.Stream()
+    if loader_sms:
+        from loader.greenctx import shared_partition
+
+        device_id = int(paddle.device.get_device().partition(":")[2] or 0)  # "gpu:N"
+        with shared_partition(device_id, loader_sms).current():
+            stream = paddle.device.Stream()  # made by the runtime in the current (green) context
+    else:
+        stream = paddle.device.Stream()
     stream.wait_stream(paddle.device.current_stream())
     with paddle.device.stream_guard(stream):
         yield

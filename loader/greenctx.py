@@ -1,0 +1,178 @@
+"""Keep SMs free for the loader: run the training step on a CUDA green context's subset of SMs.
+
+Why: DALI's NVDEC reader maps and colour-converts every decoded frame with small kernels on CUDA's
+legacy default stream, one frame after another, and each waits for a free SM. Beside a training
+step whose kernels fill every SM, each of those tiny kernels queues behind a training kernel's
+thread blocks, so the decoders idle (~30 % NVDEC use) and the loader delivers half its rate
+(docs/BENCHMARKS.md, "Fed loader"). CUDA offers no priority below the default for the training
+stream, and DALI 2.4 gives its reader no stream priority either. A green context (CUDA 12.4+)
+confines the work of its streams to a partition of the SMs: the training step runs on
+`device SMs - loader_sms` of them, and the loader's kernels (still in the primary context, free to
+use every SM) always find the rest idle.
+
+Two ways to get a stream in the partition, both through the driver API with ctypes (no build
+step, no new dependency):
+- `SmPartition.stream()`: a raw non-blocking stream made by cuGreenCtxStreamCreate, for frameworks
+  that can wrap a foreign stream (`torch.cuda.ExternalStream`, the benchmark's stand-in);
+- `SmPartition.current()`: the green context made current for the calling thread, so a framework
+  that creates its streams with the runtime API (Paddle's `paddle.device.Stream`) creates them in
+  the partition. Memory is shared with the primary context, so tensors move freely.
+
+SM partitions come in an architecture's granularity (8 SMs on Hopper): the training gets the
+largest share that leaves at least `loader_sms` free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import logging
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+_SM = 1  # CU_DEV_RESOURCE_TYPE_SM
+_GREEN_CTX_DEFAULT_STREAM = 0x1  # CU_GREEN_CTX_DEFAULT_STREAM
+_STREAM_NON_BLOCKING = 0x1  # CU_STREAM_NON_BLOCKING
+# CUdevResource: `type` (4 bytes) and 92 bytes of padding, then a union whose SM member starts with
+# smCount. 144-152 bytes in the CUDA 12.4-13.x ABIs; a generous zeroed buffer holds any of them.
+_RES_BYTES = 1024
+_SM_COUNT_AT = 96
+_NEEDED = (
+    "cuDeviceGetDevResource",
+    "cuDevSmResourceSplitByCount",
+    "cuDevResourceGenerateDesc",
+    "cuGreenCtxCreate",
+    "cuGreenCtxDestroy",
+    "cuGreenCtxStreamCreate",
+    "cuCtxFromGreenCtx",
+)
+
+
+class GreenContextError(RuntimeError):
+    """The driver has no green contexts, or refused the partition."""
+
+
+def _driver() -> ctypes.CDLL:
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        raise GreenContextError(f"no CUDA driver ({e})") from e
+    missing = [name for name in _NEEDED if not hasattr(cuda, name)]
+    if missing:
+        raise GreenContextError(
+            f"this CUDA driver has no green contexts (needs CUDA 12.4+; missing {missing[0]})"
+        )
+    ptr = ctypes.c_void_p
+    cuda.cuGreenCtxCreate.argtypes = [ctypes.POINTER(ptr), ptr, ctypes.c_int, ctypes.c_uint]
+    cuda.cuGreenCtxDestroy.argtypes = [ptr]
+    cuda.cuGreenCtxStreamCreate.argtypes = [ctypes.POINTER(ptr), ptr, ctypes.c_uint, ctypes.c_int]
+    cuda.cuCtxFromGreenCtx.argtypes = [ctypes.POINTER(ptr), ptr]
+    cuda.cuCtxPushCurrent_v2.argtypes = [ptr]
+    cuda.cuCtxPopCurrent_v2.argtypes = [ctypes.POINTER(ptr)]
+    cuda.cuStreamDestroy_v2.argtypes = [ptr]
+    return cuda
+
+
+def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:
+    if result != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(result, ctypes.byref(name))
+        err = name.value.decode() if name.value else f"error {result}"
+        raise GreenContextError(f"{what} failed: {err}")
+
+
+def _sm_count(resource: ctypes.Array) -> int:
+    return int.from_bytes(bytes(resource[_SM_COUNT_AT : _SM_COUNT_AT + 4]), "little")
+
+
+class SmPartition:
+    """A green context on `device_id` holding all but (at least) `loader_sms` of its SMs.
+
+    `sms` is what the partition got, `device_sms` what the device has. Close it (or use it as a
+    context manager) after the streams made from it are done with.
+    """
+
+    def __init__(self, device_id: int, loader_sms: int) -> None:
+        if loader_sms < 1:
+            raise ValueError(f"loader_sms must be >= 1, got {loader_sms}")
+        cuda = self._cuda = _driver()
+        _check(cuda, cuda.cuInit(0), "cuInit")
+        dev = ctypes.c_int()
+        _check(cuda, cuda.cuDeviceGet(ctypes.byref(dev), device_id), f"cuDeviceGet({device_id})")
+        whole = ctypes.create_string_buffer(_RES_BYTES)
+        _check(cuda, cuda.cuDeviceGetDevResource(dev, whole, _SM), "cuDeviceGetDevResource")
+        self.device_sms = _sm_count(whole)
+        group, sms = self._split(whole, self.device_sms - loader_sms)
+        desc, ctx = ctypes.c_void_p(), ctypes.c_void_p()
+        _check(cuda, cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), group, 1),
+               "cuDevResourceGenerateDesc")  # fmt: skip
+        _check(cuda, cuda.cuGreenCtxCreate(ctypes.byref(ctx), desc, dev, _GREEN_CTX_DEFAULT_STREAM),
+               "cuGreenCtxCreate")  # fmt: skip
+        self._green, self.sms, self._streams = ctx, sms, []
+        log.info("training on %d of %d SMs (green context); %d left to the loader",
+                 sms, self.device_sms, self.device_sms - sms)  # fmt: skip
+
+    def _split(self, whole: ctypes.Array, most: int) -> tuple[ctypes.Array, int]:
+        """The largest SM group of at most `most` SMs the driver's granularity allows."""
+        cuda = self._cuda
+        for want in range(most, 0, -1):
+            group = ctypes.create_string_buffer(_RES_BYTES)
+            rest = ctypes.create_string_buffer(_RES_BYTES)
+            n = ctypes.c_uint(1)
+            if cuda.cuDevSmResourceSplitByCount(group, ctypes.byref(n), whole, rest, 0, want) != 0:
+                continue  # not a size this architecture can make
+            got = _sm_count(group)
+            if n.value == 1 and 0 < got <= most:
+                return group, got
+        raise GreenContextError(
+            f"cannot leave {self.device_sms - most} of {self.device_sms} SMs free: "
+            "no smaller SM partition is possible on this GPU"
+        )
+
+    def stream(self) -> int:
+        """A new non-blocking stream in the partition (a raw CUstream handle, owned here)."""
+        handle = ctypes.c_void_p()
+        made = self._cuda.cuGreenCtxStreamCreate(
+            ctypes.byref(handle), self._green, _STREAM_NON_BLOCKING, 0
+        )
+        _check(self._cuda, made, "cuGreenCtxStreamCreate")
+        self._streams.append(handle)
+        return int(handle.value or 0)
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """The green context current for this thread: streams the runtime API creates meanwhile
+        (e.g. `paddle.device.Stream()`) belong to the partition."""
+        cuda, ctx = self._cuda, ctypes.c_void_p()
+        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), self._green), "cuCtxFromGreenCtx")
+        _check(cuda, cuda.cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")
+        try:
+            yield
+        finally:
+            popped = ctypes.c_void_p()
+            _check(cuda, cuda.cuCtxPopCurrent_v2(ctypes.byref(popped)), "cuCtxPopCurrent")
+
+    def close(self) -> None:
+        """Destroy the streams made by stream() and the green context (after their work is done)."""
+        for handle in self._streams:
+            self._cuda.cuStreamSynchronize(handle)
+            self._cuda.cuStreamDestroy_v2(handle)
+        self._streams = []
+        if self._green:
+            self._cuda.cuGreenCtxDestroy(self._green)
+            self._green = None
+
+    def __enter__(self) -> SmPartition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@functools.cache
+def shared_partition(device_id: int, loader_sms: int) -> SmPartition:
+    """One partition per (device, loader_sms) for the process's lifetime: epochs and phases reuse
+    it instead of creating a green context each time."""
+    return SmPartition(device_id, loader_sms)
