@@ -1,6 +1,6 @@
 """Does loader.greenctx confine work to its SMs? A check for a GPU machine; prints one JSON line.
 
-    python bench/greenctx_check.py [--device 0]
+    python -m bench.greenctx_check [--device 0]
 
 Times the same matrix products (PyTorch, as the only CUDA framework on the benchmark machine) on an
 ordinary stream, on a green-context stream made by `SmPartition.stream()`, and on a stream the CUDA
