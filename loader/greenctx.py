@@ -94,7 +94,7 @@ class SmPartition:
     context manager) after the streams made from it are done with.
     """
 
-    def __init__(self, device_id: int, loader_sms: int) -> None:
+    def __init__(self, device_id: int, loader_sms: int, split_flags: int = 0) -> None:
         if loader_sms < 1:
             raise ValueError(f"loader_sms must be >= 1, got {loader_sms}")
         cuda = self._cuda = _driver()
@@ -104,7 +104,7 @@ class SmPartition:
         whole = ctypes.create_string_buffer(_RES_BYTES)
         _check(cuda, cuda.cuDeviceGetDevResource(dev, whole, _SM), "cuDeviceGetDevResource")
         self.device_sms = _sm_count(whole)
-        group, sms = self._split(whole, self.device_sms - loader_sms)
+        group, sms = self._split(whole, self.device_sms - loader_sms, split_flags)
         desc, ctx = ctypes.c_void_p(), ctypes.c_void_p()
         _check(cuda, cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), group, 1),
                "cuDevResourceGenerateDesc")  # fmt: skip
@@ -114,14 +114,17 @@ class SmPartition:
         log.info("training on %d of %d SMs (green context); %d left to the loader",
                  sms, self.device_sms, self.device_sms - sms)  # fmt: skip
 
-    def _split(self, whole: ctypes.Array, most: int) -> tuple[ctypes.Array, int]:
+    def _split(self, whole: ctypes.Array, most: int, flags: int) -> tuple[ctypes.Array, int]:
         """The largest SM group of at most `most` SMs the driver's granularity allows."""
         cuda = self._cuda
         for want in range(most, 0, -1):
             group = ctypes.create_string_buffer(_RES_BYTES)
             rest = ctypes.create_string_buffer(_RES_BYTES)
             n = ctypes.c_uint(1)
-            if cuda.cuDevSmResourceSplitByCount(group, ctypes.byref(n), whole, rest, 0, want) != 0:
+            split = cuda.cuDevSmResourceSplitByCount(
+                group, ctypes.byref(n), whole, rest, flags, want
+            )
+            if split != 0:
                 continue  # not a size this architecture can make
             got = _sm_count(group)
             if n.value == 1 and 0 < got <= most:
