@@ -376,6 +376,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--loader-sms", type=click.IntRange(0), default=0, show_default=True,
               help="GPU: run the fed steps on all but N SMs (a CUDA green context), leaving N to "
               "the loader's kernels; the step alone is timed there too. 0: every SM.")
+@click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="aligned",
+              show_default=True, help="--loader-sms: partition in the GPU's SM granularity, or "
+              "SM by SM (no wide thread-block clusters on the partition).")
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""
@@ -384,6 +387,7 @@ def bench_feed(**opts: Any) -> None:
     from bench.feed import FeedConfig, run_feed
 
     lcfg = _bench_loader_config(opts)
+    opts["sm_fine"] = opts.pop("sm_split") == "fine"
     click.echo(json.dumps(run_feed(FeedConfig(lcfg, **opts))))
 
 

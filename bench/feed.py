@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.measure import GpuSampler, cpu_seconds, gpu_name
@@ -51,6 +51,7 @@ class FeedConfig:
     graph: bool = False  # torch stand-in: CUDA-graph the step
     cuda_sync: str = "auto"  # how waiting host threads wait for the GPU (loader.cudasync)
     loader_sms: int = 0  # GPU: fed steps on all but these SMs (loader.greenctx); 0 = every SM
+    sm_fine: bool = False  # split SM by SM (loader.greenctx), not in the GPU's granularity
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -78,6 +79,7 @@ def run_feed(cfg: FeedConfig) -> dict:
     """Measure unfed and fed; the dict is what `ucf3d bench feed` prints as one JSON line."""
     from loader.cudasync import set_schedule
 
+    whole = _unfed_apart(cfg) if cfg.loader_sms else None  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
     lc = cfg.loader
@@ -94,20 +96,49 @@ def run_feed(cfg: FeedConfig) -> dict:
         "cuda_sync": sync,
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
     }
-    with consumer.stream(0), GpuSampler() as gpu:  # the whole device: what the ratio is against
-        unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
-    result["unfed"] = {**unfed, **gpu.summary()}
+    if whole is None:
+        whole = _unfed(cfg, consumer, 0)
+    result["unfed"] = whole  # the step alone on the whole device: what the ratio is against
     with consumer.stream(cfg.loader_sms):
         if cfg.loader_sms:  # what the partition alone costs
-            result["loader_sms"] = {"asked": cfg.loader_sms, **consumer.partition()}
-            with GpuSampler() as gpu:
-                part = _timed(_repeat(consumer.fixed), consumer, cfg)
-            result["unfed_partitioned"] = {**part, **gpu.summary()}
+            part = _unfed(cfg, consumer, cfg.loader_sms)
+            result["loader_sms"] = {"asked": cfg.loader_sms, "fine": cfg.sm_fine,
+                                    **consumer.partition()}  # fmt: skip
+            result["unfed_partitioned"] = part
         with ClipLoader(lc) as loader, GpuSampler() as gpu:
             fed = _timed(_epochs(loader, consumer), consumer, cfg)
         result["fed"] = {**fed, **gpu.summary()}
-    result["fed_vs_unfed"] = round(fed["clips_per_s"] / unfed["clips_per_s"], 3)
+    result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
+
+
+def _unfed(cfg: FeedConfig, consumer: Consumer, loader_sms: int) -> dict:
+    with consumer.stream(loader_sms), GpuSampler() as gpu:
+        unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
+    return {**unfed, **gpu.summary()}
+
+
+def _unfed_apart(cfg: FeedConfig) -> dict:
+    """The step alone on the whole device, measured in a child process.
+
+    Kernel choices are cached per process (cuDNN's autotuning, keyed by shapes, not by SMs):
+    chosen on the whole GPU, some cannot launch on a partition (thread-block clusters wider than
+    it); chosen on the partition, they may be slower on the whole GPU. Each side is measured with
+    its own choices.
+    """
+    import multiprocessing
+
+    whole = replace(cfg, loader_sms=0)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result = pool.apply(_unfed_alone, (whole,))
+    return {**result, "process": "separate (own kernel choices)"}
+
+
+def _unfed_alone(cfg: FeedConfig) -> dict:
+    from loader.cudasync import set_schedule
+
+    set_schedule(cfg.cuda_sync, cfg.loader.gpu_device())
+    return _unfed(cfg, _consumer(cfg), 0)
 
 
 def _repeat(batch: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:

@@ -56,7 +56,7 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
             yield batch_inputs(batch, amp)
 
     def stream(loader_sms: int) -> contextlib.AbstractContextManager:
-        return compute_stream(cfg.device, cfg.stream, loader_sms)
+        return compute_stream(cfg.device, cfg.stream, loader_sms, cfg.sm_fine)
 
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
     return Consumer(name, step, fence, batches, fixed, stream)

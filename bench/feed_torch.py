@@ -114,7 +114,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
             return torch.cuda.stream(side)
         from loader.greenctx import shared_partition
 
-        part = shared_partition(torch.cuda.current_device(), loader_sms)
+        part = shared_partition(torch.cuda.current_device(), loader_sms, cfg.sm_fine)
         partition.update(train_sms=part.sms, device_sms=part.device_sms)
         green = torch.cuda.ExternalStream(part.stream())
         green.wait_stream(side)

@@ -1,6 +1,6 @@
 """Can the R3D-18 stand-in train on a green context's SMs? One JSON line per configuration.
 
-    python -m bench.greenctx_train_check --leave 4 [--split-flags 2] [--layout cl|cf]
+    python -m bench.greenctx_train_check --leave 4 [--fine] [--layout cl|cf]
 
 Runs cudnn autotuning and a few bf16 training steps on a stream of `SmPartition(dev, leave)`
 (each configuration in its own process: a failed cuDNN launch can poison the CUDA context).
@@ -21,7 +21,7 @@ from loader.greenctx import SmPartition
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--leave", type=int, required=True)
-    ap.add_argument("--split-flags", type=int, default=0)
+    ap.add_argument("--fine", action="store_true")
     ap.add_argument("--layout", choices=["cl", "cf"], default="cl")
     ap.add_argument("--benchmark", type=int, default=1)
     a = ap.parse_args()
@@ -33,7 +33,7 @@ def main() -> None:
     x = torch.randn(128, 3, 16, 112, 112, device="cuda").contiguous(memory_format=fmt)
     y = torch.randint(0, 101, (128,), device="cuda")
     try:
-        part = SmPartition(torch.cuda.current_device(), a.leave, a.split_flags)
+        part = SmPartition(torch.cuda.current_device(), a.leave, a.fine)
         out["train_sms"] = part.sms
         stream = torch.cuda.ExternalStream(part.stream())
         with torch.cuda.stream(stream):

@@ -18,8 +18,12 @@ step, no new dependency):
   that creates its streams with the runtime API (Paddle's `paddle.device.Stream`) creates them in
   the partition. Memory is shared with the primary context, so tensors move freely.
 
-SM partitions come in an architecture's granularity (8 SMs on Hopper): the training gets the
-largest share that leaves at least `loader_sms` free.
+SM partitions come in an architecture's granularity (8 SMs on Hopper, so 128 of an H200's 132):
+the training gets the largest share that leaves at least `loader_sms` free. `fine=True` splits SM
+by SM, ignoring the GPU's hierarchy (130 of 132 leaving 2), at the cost of thread-block clusters
+spanning it. Either way a framework must pick its kernels on the partition: cuDNN engines chosen
+on the whole H200 can fail to launch on 128 SMs ("cluster misconfiguration", CUDA error 912),
+while autotuning on the partition itself skips them (bench/greenctx_train_check.py).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 _SM = 1  # CU_DEV_RESOURCE_TYPE_SM
 _GREEN_CTX_DEFAULT_STREAM = 0x1  # CU_GREEN_CTX_DEFAULT_STREAM
 _STREAM_NON_BLOCKING = 0x1  # CU_STREAM_NON_BLOCKING
+_SPLIT_IGNORE_SM_COSCHEDULING = 0x1  # CU_DEV_SM_RESOURCE_SPLIT_IGNORE_SM_COSCHEDULING
 # CUdevResource: `type` (4 bytes) and 92 bytes of padding, then a union whose SM member starts with
 # smCount. 144-152 bytes in the CUDA 12.4-13.x ABIs; a generous zeroed buffer holds any of them.
 _RES_BYTES = 1024
@@ -88,13 +93,14 @@ def _sm_count(resource: ctypes.Array) -> int:
 
 
 class SmPartition:
-    """A green context on `device_id` holding all but (at least) `loader_sms` of its SMs.
+    """A green context on `device_id` holding all but (at least) `loader_sms` of its SMs (SM by
+    SM with `fine`, else in the GPU's partition granularity).
 
     `sms` is what the partition got, `device_sms` what the device has. Close it (or use it as a
     context manager) after the streams made from it are done with.
     """
 
-    def __init__(self, device_id: int, loader_sms: int, split_flags: int = 0) -> None:
+    def __init__(self, device_id: int, loader_sms: int, fine: bool = False) -> None:
         if loader_sms < 1:
             raise ValueError(f"loader_sms must be >= 1, got {loader_sms}")
         cuda = self._cuda = _driver()
@@ -104,7 +110,8 @@ class SmPartition:
         whole = ctypes.create_string_buffer(_RES_BYTES)
         _check(cuda, cuda.cuDeviceGetDevResource(dev, whole, _SM), "cuDeviceGetDevResource")
         self.device_sms = _sm_count(whole)
-        group, sms = self._split(whole, self.device_sms - loader_sms, split_flags)
+        flags = _SPLIT_IGNORE_SM_COSCHEDULING if fine else 0
+        group, sms = self._split(whole, self.device_sms - loader_sms, flags)
         desc, ctx = ctypes.c_void_p(), ctypes.c_void_p()
         _check(cuda, cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), group, 1),
                "cuDevResourceGenerateDesc")  # fmt: skip
@@ -175,7 +182,7 @@ class SmPartition:
 
 
 @functools.cache
-def shared_partition(device_id: int, loader_sms: int) -> SmPartition:
+def shared_partition(device_id: int, loader_sms: int, fine: bool = False) -> SmPartition:
     """One partition per (device, loader_sms) for the process's lifetime: epochs and phases reuse
     it instead of creating a green context each time."""
-    return SmPartition(device_id, loader_sms)
+    return SmPartition(device_id, loader_sms, fine)

@@ -42,7 +42,9 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
 @contextlib.contextmanager
-def compute_stream(device: str, kind: str = "side", loader_sms: int = 0) -> Iterator[None]:
+def compute_stream(
+    device: str, kind: str = "side", loader_sms: int = 0, sm_fine: bool = False
+) -> Iterator[None]:
     """On the GPU, run the steps on a non-blocking CUDA stream of their own.
 
     DALI's NVDEC reader converts decoded frames on the legacy default stream, which waits for all
@@ -64,7 +66,7 @@ def compute_stream(device: str, kind: str = "side", loader_sms: int = 0) -> Iter
         from loader.greenctx import shared_partition
 
         device_id = int(paddle.device.get_device().partition(":")[2] or 0)  # "gpu:N"
-        with shared_partition(device_id, loader_sms).current():
+        with shared_partition(device_id, loader_sms, sm_fine).current():
             stream = paddle.device.Stream()  # made by the runtime in the current (green) context
     else:
         stream = paddle.device.Stream()
