@@ -373,12 +373,13 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
               default="auto", show_default=True,
               help="How host threads wait for the GPU (the CUDA context's scheduling flag; "
               "blocking frees cores but fed the step worse on an H200: docs/BENCHMARKS.md).")
-@click.option("--loader-sms", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--loader-sms", type=click.IntRange(0), default=None, show_default="auto",
               help="GPU: run the fed steps on all but N SMs (a CUDA green context), leaving N to "
-              "the loader's kernels; the step alone is timed there too. 0: every SM.")
-@click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="aligned",
-              show_default=True, help="--loader-sms: partition in the GPU's SM granularity, or "
-              "SM by SM (no wide thread-block clusters on the partition).")
+              "the loader's kernels; the step alone is timed there too. 0: every SM; auto: as "
+              "ucf3d train (2 with NVDEC decoding).")
+@click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="fine",
+              show_default=True, help="--loader-sms: SM by SM (as ucf3d train), or in the GPU's "
+              "partition granularity (8 SMs on Hopper; keeps wide thread-block clusters).")
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""
@@ -475,6 +476,10 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--step-stream", type=click.Choice(["side", "default"]), default="side",
               show_default=True, help="GPU: run the steps on a non-blocking stream of their own "
               "(the NVDEC loader's frame conversions do not queue behind them) or on Paddle's.")
+@click.option("--loader-sms", type=click.IntRange(0), default=None, show_default="auto",
+              help="GPU: train on all but N of the GPU's SMs (a CUDA green context, CUDA 12.4+), "
+              "so the NVDEC loader's per-frame kernels never queue behind the step's. auto: 2 "
+              "with --decode gpu/hybrid, else 0 (off).")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")

@@ -50,16 +50,30 @@ class FeedConfig:
     stream: str = "side"
     graph: bool = False  # torch stand-in: CUDA-graph the step
     cuda_sync: str = "auto"  # how waiting host threads wait for the GPU (loader.cudasync)
-    loader_sms: int = 0  # GPU: fed steps on all but these SMs (loader.greenctx); 0 = every SM
-    sm_fine: bool = False  # split SM by SM (loader.greenctx), not in the GPU's granularity
+    # GPU: fed steps on all but these SMs (loader.greenctx); 0 = every SM; None = as ucf3d train
+    # chooses (loader.greenctx.default_loader_sms)
+    loader_sms: int | None = None
+    sm_fine: bool = True  # split SM by SM (as ucf3d train), not in the GPU's granularity
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
         if self.device not in ("gpu", "cpu") or self.in_flight < 1:
             raise ValueError("device must be gpu or cpu, in_flight >= 1")
-        if self.loader_sms < 0 or (self.loader_sms and self.device != "gpu"):
+        if self.loader_sms is not None and (
+            self.loader_sms < 0 or (self.loader_sms and self.device != "gpu")
+        ):
             raise ValueError("loader_sms must be >= 0, and 0 off the GPU")
+
+    def steps_loader_sms(self) -> int:
+        """loader_sms, or what `ucf3d train` would choose for this device and decode path."""
+        from loader.greenctx import default_loader_sms
+
+        if self.loader_sms is not None:
+            return self.loader_sms
+        if self.stream == "default":
+            return 0
+        return default_loader_sms(self.device, self.loader.decode)
 
 
 @dataclass
@@ -78,7 +92,14 @@ class Consumer:
 def run_feed(cfg: FeedConfig) -> dict:
     """Measure unfed and fed; the dict is what `ucf3d bench feed` prints as one JSON line."""
     from loader.cudasync import set_schedule
+    from loader.greenctx import unavailable
 
+    auto = cfg.loader_sms is None
+    cfg = replace(cfg, loader_sms=cfg.steps_loader_sms())
+    why_not = unavailable() if auto and cfg.loader_sms else None
+    if why_not:  # as ucf3d train does: the whole GPU, said so
+        log.warning("steps on every SM: %s", why_not)
+        cfg = replace(cfg, loader_sms=0)
     whole = _unfed_apart(cfg) if cfg.loader_sms else None  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
@@ -96,13 +117,15 @@ def run_feed(cfg: FeedConfig) -> dict:
         "cuda_sync": sync,
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
     }
+    if why_not:
+        result["loader_sms_unavailable"] = why_not
     if whole is None:
         whole = _unfed(cfg, consumer, 0)
     result["unfed"] = whole  # the step alone on the whole device: what the ratio is against
     with consumer.stream(cfg.loader_sms):
         if cfg.loader_sms:  # what the partition alone costs
             part = _unfed(cfg, consumer, cfg.loader_sms)
-            result["loader_sms"] = {"asked": cfg.loader_sms, "fine": cfg.sm_fine,
+            result["loader_sms"] = {"asked": cfg.loader_sms, "auto": auto, "fine": cfg.sm_fine,
                                     **consumer.partition()}  # fmt: skip
             result["unfed_partitioned"] = part
         with ClipLoader(lc) as loader, GpuSampler() as gpu:

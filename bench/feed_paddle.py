@@ -58,5 +58,12 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
     def stream(loader_sms: int) -> contextlib.AbstractContextManager:
         return compute_stream(cfg.device, cfg.stream, loader_sms, cfg.sm_fine)
 
+    def partition() -> dict:
+        from loader.greenctx import shared_partition
+
+        device_id = int(paddle.device.get_device().partition(":")[2] or 0)
+        part = shared_partition(device_id, cfg.steps_loader_sms(), cfg.sm_fine)  # compute_stream's
+        return {"train_sms": part.sms, "device_sms": part.device_sms}
+
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
-    return Consumer(name, step, fence, batches, fixed, stream)
+    return Consumer(name, step, fence, batches, fixed, stream, partition)

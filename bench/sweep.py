@@ -47,6 +47,19 @@ def _summary(r: dict) -> str:
     return f"{r['label']}: {r.get('error', r)}"
 
 
+def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading NAME=VALUE words (environment for one run) and the bench command after them."""
+    env: dict[str, str] = {}
+    i = 0
+    while i < len(words) and "=" in words[i] and not words[i].startswith("-"):
+        name, _, value = words[i].partition("=")
+        if not name.isidentifier():
+            raise ValueError(f"{words[i]!r}: not NAME=VALUE before the bench command")
+        env[name] = value
+        i += 1
+    return env, words[i:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("plan", type=Path)
@@ -58,12 +71,9 @@ def main() -> None:
     for line in a.plan.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        label, *args = shlex.split(line)
-        env = dict(os.environ)
-        while args and "=" in args[0] and not args[0].startswith("-"):
-            name, _, value = args.pop(0).partition("=")
-            env[name] = value
-        extra = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        label, *words = shlex.split(line)
+        extra, args = split_env(words)
+        env = {**os.environ, **extra}
         cmd = [sys.executable, str(ROOT / "cli.py"), "bench", *args, *common]
         t0 = time.time()
         try:

@@ -55,6 +55,16 @@ _NEEDED = (
 )
 
 
+DEFAULT_LOADER_SMS = 2  # measured best on an H200 (docs/BENCHMARKS.md, "Fed loader", sweeps F-H)
+
+
+def default_loader_sms(device: str, decode: str) -> int:
+    """SMs to leave to the loader when the user did not say: some when training on the GPU from
+    NVDEC (whose per-frame kernels compete with the step's), none otherwise (CPU decoding puts
+    no kernels on the SMs)."""
+    return DEFAULT_LOADER_SMS if device == "gpu" and decode in ("gpu", "hybrid") else 0
+
+
 class GreenContextError(RuntimeError):
     """The driver has no green contexts, or refused the partition."""
 
@@ -78,6 +88,15 @@ def _driver() -> ctypes.CDLL:
     cuda.cuCtxPopCurrent_v2.argtypes = [ctypes.POINTER(ptr)]
     cuda.cuStreamDestroy_v2.argtypes = [ptr]
     return cuda
+
+
+def unavailable() -> str | None:
+    """Why green contexts cannot be had on this machine, or None when the driver has them."""
+    try:
+        _driver()
+    except GreenContextError as e:
+        return str(e)
+    return None
 
 
 def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:

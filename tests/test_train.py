@@ -196,6 +196,8 @@ def test_cli_train_refuses_another_run(tmp_path: Path, data) -> None:
         (["--scales", "1,x"], "is not a list of scales in (0, 1]"),
         (["--scales", "1,1.5"], "is not a list of scales in (0, 1]"),
         (["--shortcut", "C"], "'C' is not one of 'A', 'A-hara', 'B'"),
+        (["--loader-sms", "2"], "loader_sms needs device 'gpu'"),
+        (["--loader-sms", "-1"], "-1 is not in the range x>=0"),
     ],
 )
 def test_cli_train_bad_options(args: list[str], message: str, tmp_path: Path) -> None:

@@ -57,6 +57,9 @@ class TrainConfig:
     amp: str = "none"
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
     step_stream: str = "side"  # GPU steps on a non-blocking stream of their own, or "default"
+    # GPU: SMs the step leaves to the loader (a green context holds the rest; loader.greenctx);
+    # None = auto: loader.greenctx.default_loader_sms (2 with NVDEC decoding, else 0); 0 = off
+    loader_sms: int | None = None
     sync_bn: bool = False  # BatchNorm statistics over all ranks (GPU); Hara's were per GPU
     checkpoint_every: int = 10
     val_every: int = 1
@@ -80,6 +83,11 @@ class TrainConfig:
                               ("step_stream", ("side", "default"))):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.loader_sms is not None:
+            if self.loader_sms < 0:
+                raise ValueError(f"loader_sms must be >= 0, got {self.loader_sms}")
+            if self.loader_sms and (self.device != "gpu" or self.step_stream == "default"):
+                raise ValueError("loader_sms needs device 'gpu' and the side step stream")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule 'multistep' needs milestones (epochs at which lr *= gamma)")
         for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
@@ -106,6 +114,16 @@ class TrainConfig:
         for name in ("widths", "milestones"):
             v = getattr(self, name)
             object.__setattr__(self, name, None if v is None else tuple(int(x) for x in v))
+
+    def steps_loader_sms(self) -> int:
+        """SMs the training steps leave to the loader: loader_sms, or the automatic choice."""
+        if self.loader_sms is not None:
+            return self.loader_sms
+        if self.step_stream == "default":
+            return 0
+        from loader.greenctx import default_loader_sms
+
+        return default_loader_sms(self.device, self.decode)
 
     @property
     def depth(self) -> int | None:

@@ -43,7 +43,7 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 @contextlib.contextmanager
 def compute_stream(
-    device: str, kind: str = "side", loader_sms: int = 0, sm_fine: bool = False
+    device: str, kind: str = "side", loader_sms: int = 0, sm_fine: bool = True, strict: bool = True
 ) -> Iterator[None]:
     """On the GPU, run the steps on a non-blocking CUDA stream of their own.
 
@@ -55,20 +55,29 @@ def compute_stream(
     train --step-stream default`, to compare or to rule the stream out), this does nothing.
 
     With `loader_sms` (`ucf3d train --loader-sms N`) the stream is created inside a CUDA green
-    context holding all but N of the GPU's SMs (loader.greenctx): the training kernels never
-    occupy those SMs, so the loader's per-frame kernels start at once instead of queueing behind
-    them.
+    context holding all but N of the GPU's SMs (loader.greenctx, SM by SM with `sm_fine`): the
+    training kernels never occupy those SMs, so the loader's per-frame kernels start at once
+    instead of queueing behind them. Where that cannot be had (a driver before CUDA 12.4), it is
+    an error when `strict` (the user asked for it), else a warning and the whole GPU.
     """
     if device != "gpu" or (kind == "default" and not loader_sms):
         yield
         return
+    stream = None
     if loader_sms:
-        from loader.greenctx import shared_partition
+        from loader.greenctx import GreenContextError, shared_partition
 
         device_id = int(paddle.device.get_device().partition(":")[2] or 0)  # "gpu:N"
-        with shared_partition(device_id, loader_sms, sm_fine).current():
-            stream = paddle.device.Stream()  # made by the runtime in the current (green) context
-    else:
+        try:
+            part = shared_partition(device_id, loader_sms, sm_fine)
+        except GreenContextError as e:
+            if strict:
+                raise RuntimeError(f"--loader-sms {loader_sms}: {e}") from e
+            log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)
+        else:
+            with part.current():
+                stream = paddle.device.Stream()  # made by the runtime in the green context
+    if stream is None:
         stream = paddle.device.Stream()
     stream.wait_stream(paddle.device.current_stream())
     with paddle.device.stream_guard(stream):
@@ -390,10 +399,12 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
     if main:
         write_json(run / CONFIG_JSON, cfg.to_dict())
         append_metrics(run / METRICS_JSONL, {}, keep_upto=start)
+    sms = cfg.steps_loader_sms()  # SMs the steps leave to the NVDEC loader (0: all theirs)
+    streams = {"kind": cfg.step_stream, "loader_sms": sms, "strict": cfg.loader_sms is not None}
     for epoch in range(start, cfg.epochs):
         steps = _epoch_len(train_data, cfg.max_steps)
         lr = opt.get_lr()
-        with compute_stream(cfg.device, cfg.step_stream):
+        with compute_stream(cfg.device, **streams):
             tr = train_one_epoch(
                 net, opt, train_data.epoch(epoch), amp,
                 epoch=epoch, log_every=cfg.log_every, max_steps=cfg.max_steps, total=steps,
@@ -403,7 +414,7 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
         record = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}}
         started = time.perf_counter() - tr["time_s"]
         if val_data is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            with compute_stream(cfg.device, cfg.step_stream):
+            with compute_stream(cfg.device, **streams):
                 ev = evaluate(model, val_data.epoch(epoch), amp, max_steps=cfg.max_val_steps)
             ev = dist.gather_eval(ev)  # each rank scored its own videos
             record.update(val_loss=ev["loss"], val_acc=ev["acc"], val_time_s=ev["time_s"])

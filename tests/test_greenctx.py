@@ -1,0 +1,93 @@
+"""SMs left to the loader (loader.greenctx): choice, checks, CPU no-op; GPU: a real partition."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.feed import FeedConfig
+from bench.sweep import split_env
+from loader import LoaderConfig
+from loader.greenctx import GreenContextError, SmPartition, default_loader_sms, unavailable
+from train.config import TrainConfig
+
+needs_gpu = pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU")
+
+
+def _has_driver() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def test_default_loader_sms_only_for_nvdec_on_the_gpu() -> None:
+    assert default_loader_sms("gpu", "gpu") == default_loader_sms("gpu", "hybrid") == 2
+    assert default_loader_sms("gpu", "cpu") == 0  # CPU decoding puts no kernels on the SMs
+    assert default_loader_sms("cpu", "gpu") == default_loader_sms("cpu", "cpu") == 0
+
+
+def test_train_config_resolves_and_checks_loader_sms() -> None:
+    assert TrainConfig(device="gpu", decode="gpu").steps_loader_sms() == 2
+    assert TrainConfig(device="gpu", decode="cpu").steps_loader_sms() == 0
+    assert TrainConfig(device="gpu", decode="gpu", step_stream="default").steps_loader_sms() == 0
+    assert TrainConfig(device="gpu", decode="gpu", loader_sms=0).steps_loader_sms() == 0
+    assert TrainConfig(device="gpu", decode="cpu", loader_sms=8).steps_loader_sms() == 8
+    assert TrainConfig(device="cpu").steps_loader_sms() == 0
+    for bad in ({"loader_sms": -1}, {"loader_sms": 2}, {"device": "gpu", "loader_sms": 2,
+                                                         "step_stream": "default"}):  # fmt: skip
+        with pytest.raises(ValueError, match="loader_sms"):
+            TrainConfig(**bad)
+    cfg = TrainConfig(device="gpu", decode="gpu", loader_sms=4)
+    assert TrainConfig.from_dict(cfg.to_dict()).loader_sms == 4  # kept in config.json
+
+
+def test_feed_config_resolves_like_train(tmp_path: Path) -> None:
+    lc = LoaderConfig(manifests=tmp_path, split=1, decode="gpu")
+    assert FeedConfig(lc).steps_loader_sms() == 2
+    assert FeedConfig(lc, stream="default").steps_loader_sms() == 0
+    assert FeedConfig(lc, device="cpu").steps_loader_sms() == 0
+    assert FeedConfig(lc, loader_sms=0).steps_loader_sms() == 0
+    with pytest.raises(ValueError, match="loader_sms"):
+        FeedConfig(lc, device="cpu", loader_sms=2)
+
+
+def test_compute_stream_on_the_cpu_is_a_no_op() -> None:
+    from train.loop import compute_stream
+
+    with compute_stream("cpu", "side", 0):
+        pass
+
+
+def test_sweep_env_words() -> None:
+    env, args = split_env(["CUDA_DEVICE_MAX_CONNECTIONS=32", "A=b=c", "feed", "--x=1"])
+    assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "32", "A": "b=c"} and args == ["feed", "--x=1"]
+    assert split_env(["feed", "K=V"]) == ({}, ["feed", "K=V"])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        split_env(["1X=2", "feed"])
+
+
+@pytest.mark.skipif(_has_driver(), reason="this machine has a CUDA driver")
+def test_partition_without_a_driver_is_a_clear_error() -> None:
+    assert "no CUDA driver" in (unavailable() or "")
+    with pytest.raises(GreenContextError, match="no CUDA driver"):
+        SmPartition(0, 2)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_partition_on_a_gpu() -> None:
+    """A real green context: fewer SMs than the device, a stream, an impossible size refused."""
+    with pytest.raises(ValueError, match=">= 1"):
+        SmPartition(0, 0)
+    with SmPartition(0, 2, fine=True) as fine, SmPartition(0, 2) as aligned:
+        assert 0 < aligned.sms <= fine.sms <= fine.device_sms - 2
+        assert fine.stream() != 0
+        with fine.current():
+            pass
+    with pytest.raises(GreenContextError, match="cannot leave"):
+        SmPartition(0, 10_000)
