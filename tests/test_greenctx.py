@@ -91,3 +91,13 @@ def test_partition_on_a_gpu() -> None:
             pass
     with pytest.raises(GreenContextError, match="cannot leave"):
         SmPartition(0, 10_000)
+
+
+def test_partition_hint_names_the_way_out() -> None:
+    from train.loop import partition_hint
+
+    err = OSError("(External) CUDNN error(8), CUDNN_STATUS_EXECUTION_FAILED.\n  [Hint: ...]")
+    hint = partition_hint(err, 2)
+    assert hint and "CUDNN_STATUS_EXECUTION_FAILED" in hint and "--loader-sms 0" in hint
+    assert partition_hint(err, 0) is None  # no partition: the error as it is
+    assert partition_hint(ValueError("loss is nan"), 2) is None  # unrelated errors untouched

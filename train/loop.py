@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
+_WARNED: set[str] = set()
+
+
 @contextlib.contextmanager
 def compute_stream(
     device: str, kind: str = "side", loader_sms: int = 0, sm_fine: bool = True, strict: bool = True
@@ -63,7 +66,7 @@ def compute_stream(
     if device != "gpu" or (kind == "default" and not loader_sms):
         yield
         return
-    stream = None
+    stream, partitioned = None, 0  # partitioned: the SMs actually left to the loader
     if loader_sms:
         from loader.greenctx import GreenContextError, shared_partition
 
@@ -73,16 +76,41 @@ def compute_stream(
         except GreenContextError as e:
             if strict:
                 raise RuntimeError(f"--loader-sms {loader_sms}: {e}") from e
-            log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)
+            if str(e) not in _WARNED:  # once per run, not every epoch
+                _WARNED.add(str(e))
+                log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)
         else:
             with part.current():
                 stream = paddle.device.Stream()  # made by the runtime in the green context
+            partitioned = part.device_sms - part.sms
     if stream is None:
         stream = paddle.device.Stream()
     stream.wait_stream(paddle.device.current_stream())
     with paddle.device.stream_guard(stream):
-        yield
+        try:
+            yield
+        except Exception as e:
+            hint = partition_hint(e, partitioned)
+            if hint:
+                raise RuntimeError(hint) from e
+            raise
     stream.synchronize()
+
+
+def partition_hint(error: BaseException, loader_sms: int) -> str | None:
+    """For a kernel that could not launch on the SM partition, the error plus what to do.
+
+    Libraries that pick kernels from the whole device's properties can choose one wider than the
+    partition (cuDNN engines with thread-block clusters did on an H200 when chosen on all SMs:
+    "cluster misconfiguration"); they did not when they chose on the partition, as here. Should it
+    still happen, `--loader-sms 0` trains on every SM.
+    """
+    text = str(error)
+    if not loader_sms or not any(w in text.lower() for w in ("cudnn", "cluster", "launch")):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return (f"{first} (the steps ran on all but {loader_sms} SMs, leaving those to the loader: "
+            "`--loader-sms 0` trains on every SM)")  # fmt: skip
 
 
 def use_device(device: str) -> None:
