@@ -60,10 +60,11 @@ class FeedConfig:
             raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
         if self.device not in ("gpu", "cpu") or self.in_flight < 1:
             raise ValueError("device must be gpu or cpu, in_flight >= 1")
+        on_side_gpu = (self.device, self.stream) == ("gpu", "side")
         if self.loader_sms is not None and (
-            self.loader_sms < 0 or (self.loader_sms and self.device != "gpu")
+            self.loader_sms < 0 or (self.loader_sms and not on_side_gpu)
         ):
-            raise ValueError("loader_sms must be >= 0, and 0 off the GPU")
+            raise ValueError("loader_sms must be >= 0, and 0 off the GPU or the side stream")
 
     def steps_loader_sms(self) -> int:
         """loader_sms, or what `ucf3d train` would choose for this device and decode path."""

@@ -52,8 +52,10 @@ def test_feed_config_resolves_like_train(tmp_path: Path) -> None:
     assert FeedConfig(lc, stream="default").steps_loader_sms() == 0
     assert FeedConfig(lc, device="cpu").steps_loader_sms() == 0
     assert FeedConfig(lc, loader_sms=0).steps_loader_sms() == 0
-    with pytest.raises(ValueError, match="loader_sms"):
-        FeedConfig(lc, device="cpu", loader_sms=2)
+    for bad in ({"device": "cpu", "loader_sms": 2}, {"stream": "default", "loader_sms": 2},
+                {"loader_sms": -1}):  # fmt: skip
+        with pytest.raises(ValueError, match="loader_sms"):
+            FeedConfig(lc, **bad)
 
 
 def test_compute_stream_on_the_cpu_is_a_no_op() -> None:
