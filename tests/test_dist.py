@@ -387,6 +387,18 @@ def test_train_warns_when_the_launcher_logs_elsewhere(monkeypatch, caplog, tmp_p
     assert "outside the run directory" not in caplog.text
 
 
+def _wait_listening(port: int, timeout: float) -> None:
+    import socket
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"nothing listens on the rendezvous port {port} after {timeout} s")
+
+
 def test_two_machines_rendezvous_through_master(prepared, tmp_path: Path) -> None:
     """`--nnodes 2 --master HOST:PORT` as on two machines: here two launchers of one process
     each on this host (each its own run dir, as the logs of both would share a host name)."""
@@ -405,6 +417,9 @@ def test_two_machines_rendezvous_through_master(prepared, tmp_path: Path) -> Non
                 "--run-dir", str(run)]  # fmt: skip
         cmd = [sys.executable, str(ROOT / "cli.py"), "launch", *args]
         launches.append(Launch(cmd, run / "launch" / socket.gethostname(), cwd=tmp_path))
+        if name == "a":  # b starts once a serves the rendezvous, as on two machines, where
+            _wait_listening(port, 60)  # only the master's host may serve it (on one host both
+            # launchers race to; a run of the full suite once hung here, cause not found)
     codes = [launch.wait() for launch in launches]
     assert codes == [0, 0], [launch.output()[-2000:] for launch in launches]
     logs = "".join(launch.worker_log(0) for launch in launches)
