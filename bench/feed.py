@@ -123,15 +123,13 @@ def run_feed(cfg: FeedConfig) -> dict:
     if whole is None:
         whole = _unfed(cfg, consumer, 0)
     result["unfed"] = whole  # the step alone on the whole device: what the ratio is against
-    with consumer.stream(cfg.loader_sms):
-        if cfg.loader_sms:  # what the partition alone costs
-            part = _unfed(cfg, consumer, cfg.loader_sms)
-            result["loader_sms"] = {"asked": cfg.loader_sms, "auto": auto, "fine": cfg.sm_fine,
-                                    **consumer.partition()}  # fmt: skip
-            result["unfed_partitioned"] = part
-        with ClipLoader(lc) as loader, GpuSampler() as gpu:
-            fed = _timed(_epochs(loader, consumer), consumer, cfg)
-        result["fed"] = {**fed, **gpu.summary()}
+    if cfg.loader_sms:  # what the partition alone costs
+        result["unfed_partitioned"] = _unfed(cfg, consumer, cfg.loader_sms)
+        result["loader_sms"] = {"asked": cfg.loader_sms, "auto": auto, "fine": cfg.sm_fine,
+                                **consumer.partition()}  # fmt: skip
+    with consumer.stream(cfg.loader_sms), ClipLoader(lc) as loader, GpuSampler() as gpu:
+        fed = _timed(_epochs(loader, consumer), consumer, cfg)
+    result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
 

@@ -22,6 +22,7 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
         batch_inputs,
         build_optimizer,
         compute_stream,
+        gpu_device_id,
         train_step,
         use_device,
     )
@@ -61,9 +62,7 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
     def partition() -> dict:
         from loader.greenctx import shared_partition
 
-        device_id = int(paddle.device.get_device().partition(":")[2] or 0)
-        part = shared_partition(device_id, cfg.steps_loader_sms(), cfg.sm_fine)  # compute_stream's
-        return {"train_sms": part.sms, "device_sms": part.device_sms}
+        return shared_partition(gpu_device_id(), cfg.loader_sms, cfg.sm_fine).summary()
 
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
     return Consumer(name, step, fence, batches, fixed, stream, partition)

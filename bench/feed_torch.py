@@ -106,17 +106,17 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         return event.synchronize
 
     holder = Holder(torch.cuda.Event)  # DALI buffers live until the side stream is done
-    partition: dict = {}
+
+    def partition(loader_sms: int) -> Any:
+        from loader.greenctx import shared_partition
+
+        return shared_partition(torch.cuda.current_device(), loader_sms, cfg.sm_fine)
 
     def stream(loader_sms: int) -> Any:
         """The side stream, or (loader_sms) a stream in a green context leaving those SMs free."""
         if not loader_sms:
             return torch.cuda.stream(side)
-        from loader.greenctx import shared_partition
-
-        part = shared_partition(torch.cuda.current_device(), loader_sms, cfg.sm_fine)
-        partition.update(train_sms=part.sms, device_sms=part.device_sms)
-        green = torch.cuda.ExternalStream(part.stream())
+        green = torch.cuda.ExternalStream(partition(loader_sms).stream())
         green.wait_stream(side)
         return torch.cuda.stream(green)
 
@@ -130,7 +130,8 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     kind = "CUDA-graphed " if cfg.graph else ""
     name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "
             "no CUDA build of Paddle on this machine")  # fmt: skip
-    return Consumer(name, step, fence, batches, fixed, stream, lambda: dict(partition))
+    return Consumer(name, step, fence, batches, fixed, stream,
+                    lambda: partition(cfg.loader_sms).summary())  # fmt: skip
 
 
 def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any, side: Any) -> Any:

@@ -69,6 +69,7 @@ class GreenContextError(RuntimeError):
     """The driver has no green contexts, or refused the partition."""
 
 
+@functools.cache  # a failure is not cached: it raises
 def _driver() -> ctypes.CDLL:
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
@@ -159,6 +160,9 @@ class SmPartition:
             f"cannot leave {self.device_sms - most} of {self.device_sms} SMs free: "
             "no smaller SM partition is possible on this GPU"
         )
+
+    def summary(self) -> dict[str, int]:
+        return {"train_sms": self.sms, "device_sms": self.device_sms}
 
     def stream(self) -> int:
         """A new non-blocking stream in the partition (a raw CUstream handle, owned here)."""

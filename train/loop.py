@@ -70,9 +70,8 @@ def compute_stream(
     if loader_sms:
         from loader.greenctx import GreenContextError, shared_partition
 
-        device_id = int(paddle.device.get_device().partition(":")[2] or 0)  # "gpu:N"
         try:
-            part = shared_partition(device_id, loader_sms, sm_fine)
+            part = shared_partition(gpu_device_id(), loader_sms, sm_fine)
         except GreenContextError as e:
             if strict:
                 raise RuntimeError(f"--loader-sms {loader_sms}: {e}") from e
@@ -95,6 +94,11 @@ def compute_stream(
                 raise RuntimeError(hint) from e
             raise
     stream.synchronize()
+
+
+def gpu_device_id() -> int:
+    """The GPU Paddle runs on ("gpu:N" -> N)."""
+    return int(paddle.device.get_device().partition(":")[2] or 0)
 
 
 def partition_hint(error: BaseException, loader_sms: int) -> str | None:
