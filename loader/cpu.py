@@ -5,6 +5,11 @@ DALI a batch through one batched external source; DALI's prefetch queue keeps `c
 batches in flight, so reading and feeding overlap decoding on `cfg.num_threads` threads.
 `fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
 included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
+
+With `device` (the hybrid backend, loader.hybrid) the decoded clips leave the pipeline on that
+GPU: DALI copies them from its pinned staging memory on its own stream, while it decodes the next
+batch. Copied by the consumer instead, from DALI's pageable CPU output, the copy would wait for
+every training step queued on the consumer's stream and hold the host there, once per batch.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ _SOURCE_DTYPES = [types.UINT8, types.INT32, types.FLOAT, types.FLOAT]  # video, 
 class CpuBackend:
     """Backend protocol (loader.backend) on the CPU: DALI decoders.video(device="cpu")."""
 
-    def __init__(self, cfg: LoaderConfig, dataset: Dataset) -> None:
+    def __init__(self, cfg: LoaderConfig, dataset: Dataset, device: int | None = None) -> None:
         self.cfg = cfg
         self.dataset = dataset
+        self.device = device  # GPU the clips are handed over on (None: host memory)
         self.reader = ShardReader(dataset, verify=cfg.verify)
         self._batches: Iterator[PlanBatch] = iter(())
         self._pending: deque[PlanBatch] = deque()
@@ -49,7 +55,7 @@ class CpuBackend:
         @pipeline_def(
             batch_size=cfg.batch_size,
             num_threads=cfg.num_threads,
-            device_id=None,
+            device_id=self.device,
             prefetch_queue_depth=cfg.prefetch,
         )
         def graph():  # noqa: ANN202 - DALI graph definition
@@ -60,7 +66,8 @@ class CpuBackend:
             # (frame-exact: tests/test_loader.py reads frame numbers drawn in the pixels), ~10 %
             # faster on short UCF videos
             video = fn.decoders.video(enc, device="cpu", frames=frames, build_index=False)
-            return augment(video, (roi_start, roi_end), cfg)  # (3, T, S, S) float / (T, S, S, 3)
+            clips = augment(video, (roi_start, roi_end), cfg)  # (3, T, S, S) float / (T, S, S, 3)
+            return clips if self.device is None else clips.gpu()
 
         self._pipe = graph()
         self._pipe.build()
@@ -96,7 +103,10 @@ class CpuBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
     def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
-        """Yield (clips TensorListCPU, batch) for each batch, in order (loader.augment's layout)."""
+        """Yield (clips, batch) for each batch, in order (loader.augment's layout).
+
+        The clips are a TensorListCPU, or a TensorListGPU on `device` when one was given.
+        """
         if not self._clean:
             self._pipe = None  # an abandoned or failed epoch: start from a fresh pipeline
             self._build()

@@ -4,8 +4,9 @@ Why: a GPU with little decode hardware (a V100 has one NVDEC engine) can leave N
 host's cores, as the scarce part, and the CPU backend decodes the same clip plan to the same
 pixels. So each PlanBatch is cut in two — its first clips for loader.gpu, its last `share` of
 them for loader.cpu — and the two outputs are handed over as one list, GPU chunks first, so the
-batch comes out in plan order (loader.bridge concatenates on the GPU; the CPU part is uint8, a
-quarter of the bytes of float clips, when it crosses to the device).
+batch comes out in plan order (loader.bridge concatenates on the GPU). The CPU pipeline copies
+its part to the GPU itself, on DALI's stream (loader.cpu): a copy made by the consumer from
+pageable memory would hold the host until the training steps queued before it had run.
 
 The share of an epoch is fixed when that epoch is first planned (the NVDEC pipelines hold
 several epochs' file lists ahead: loader.gpu), and recorded, so a batch is always cut the same
@@ -68,7 +69,7 @@ class HybridBackend:
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
-        self.cpu = CpuBackend(cfg, dataset)
+        self.cpu = CpuBackend(cfg, dataset, device=self.gpu.device_id)  # its clips on the GPU
 
     def _share_of(self, epoch: int) -> float:
         return self.shares.setdefault(epoch, self.share)

@@ -136,6 +136,9 @@ def test_hybrid_matches_cpu_on_the_gpu(prepared, tmp_path: Path) -> None:
                            gpu_batch=4, gpu_pipelines=2, cache_dir=tmp_path / "cache")  # fmt: skip
         with ClipLoader(cfg) as loader:
             clips[decode] = [(b.keys, b.clips.numpy()) for b in loader.epoch(1)]
+            if decode == "hybrid":  # the CPU part too reaches the GPU inside DALI (loader.cpu)
+                outputs = [o for chunks, _ in loader.raw_epoch(2) for o in chunks]
+                assert {type(o).__name__ for o in outputs} == {"TensorListGPU"}
     for (keys_c, c), (keys_h, h) in zip(clips["cpu"], clips["hybrid"], strict=True):
         assert keys_c == keys_h
         assert np.abs(c - h).mean() < 2.0
