@@ -66,7 +66,7 @@ class ClipLoader:
             if self.cfg.decode == "cpu":
                 from .cpu import CpuBackend
 
-                self._backend = CpuBackend(self.cfg, self.dataset)
+                self._backend = CpuBackend(self.cfg, self.dataset, planner=self.batches)
             elif self.cfg.decode == "gpu":
                 from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
 

@@ -3,6 +3,13 @@
 The Python side reads each request's encoded video from its shard (pread, in plan order) and hands
 DALI a batch through one batched external source; DALI's prefetch queue keeps `cfg.prefetch`
 batches in flight, so reading and feeding overlap decoding on `cfg.num_threads` threads.
+
+With a `planner` (epoch -> its PlanBatches, as ClipLoader.batches) the feed runs on past the end
+of an epoch into the next ones, so the pipeline never drains between epochs: the first batches of
+epoch e+1 decode while the consumer works on the last ones of epoch e. Without it, a pipeline ends
+and restarts at every epoch boundary, and the consumer waits for the cold start each time: on
+216-clip epochs (the benchmark footage) that cost the hybrid backend a third of its rate beside
+training (docs/BENCHMARKS.md). A run for any other epoch (skipped, repeated, abandoned) rebuilds.
 `fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
 included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
 
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,21 +38,34 @@ from .webm import ClusterIndex, index_webm, trim
 log = logging.getLogger(__name__)
 
 _SOURCE_DTYPES = [types.UINT8, types.INT32, types.FLOAT, types.FLOAT]  # video, frames, roi
+MAX_EMPTY_EPOCHS = 4  # the feed stops looking ahead after this many epochs with nothing to decode
+
+
+def _same(a: PlanBatch, b: PlanBatch) -> bool:
+    return a.epoch == b.epoch and np.array_equal(a.requests, b.requests)
 
 
 class CpuBackend:
     """Backend protocol (loader.backend) on the CPU: DALI decoders.video(device="cpu")."""
 
-    def __init__(self, cfg: LoaderConfig, dataset: Dataset, device: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        dataset: Dataset,
+        device: int | None = None,
+        planner: Callable[[int], list[PlanBatch]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.dataset = dataset
         self.device = device  # GPU the clips are handed over on (None: host memory)
+        self.planner = planner  # epoch -> batches: the feed continues into the next epochs
         self.reader = ShardReader(dataset, verify=cfg.verify)
-        self._batches: Iterator[PlanBatch] = iter(())
-        self._pending: deque[PlanBatch] = deque()
+        self._feed: Iterator[PlanBatch] = iter(())  # what the source hands DALI, in order
+        self._ahead: deque[PlanBatch] = deque()  # taken from the feed to look at, not yet fed
+        self._pending: deque[PlanBatch] = deque()  # fed to DALI, clips not yet handed out
         self._pipe: Any = None
         self._probe: Any = None
-        self._clean = False
+        self._clean = False  # the pipeline owes nothing to an unfinished run()
         self._webm: dict[int, ClusterIndex | None] = {}  # per video, built on first use
 
     # -- DALI side -----------------------------------------------------------------------------
@@ -71,11 +91,10 @@ class CpuBackend:
 
         self._pipe = graph()
         self._pipe.build()
-        self._clean = True
 
     def _next(self) -> tuple[list[np.ndarray], ...]:
         """Batch source: the next PlanBatch's encoded videos, frame indices and crop params."""
-        batch = next(self._batches)  # StopIteration ends the epoch for DALI
+        batch = self._ahead.popleft() if self._ahead else next(self._feed)  # StopIteration: end
         req = batch.requests
         encoded, frames = [], []
         for i, fr in zip(req["index"].tolist(), req["frames"], strict=True):
@@ -107,23 +126,67 @@ class CpuBackend:
 
         The clips are a TensorListCPU, or a TensorListGPU on `device` when one was given.
         """
-        if not self._clean:
-            self._pipe = None  # an abandoned or failed epoch: start from a fresh pipeline
-            self._build()
-        self._batches, self._clean = iter(batches), False
-        self._pending.clear()
-        while True:
+        todo = list(batches)
+        if not todo:
+            return
+        if not self._continues(todo[0]):
+            self._restart(todo)
+        self._clean = False
+        for expected in todo:
             try:
                 (clips,) = self._pipe.run()
             except StopIteration:
-                break
+                raise LoaderError("the CPU pipeline's feed ended before the epoch did") from None
             except LoaderError:
                 raise
             except RuntimeError as e:
                 raise self._diagnose(e) from e
-            yield clips, self._pending.popleft()
-        self._pipe.reset()
+            fed = self._pending.popleft()
+            if not _same(fed, expected):
+                raise LoaderError(
+                    f"CPU pipeline returned batch {fed.number} of epoch {fed.epoch} where batch "
+                    f"{expected.number} of epoch {expected.epoch} was due: clips out of plan order"
+                )
+            yield clips, expected
+        if self.planner is None:  # the feed ends with the epoch: let DALI see it, then rewind
+            try:
+                self._pipe.run()
+            except StopIteration:
+                pass
+            else:
+                raise LoaderError("the CPU pipeline returned more batches than it was fed")
+            self._pipe.reset()
         self._clean = True
+
+    def _continues(self, first: PlanBatch) -> bool:
+        """Whether the running feed's next batch is `first` (then the pipeline carries on)."""
+        if self._pipe is None or not self._clean or self.planner is None:
+            return False
+        if not self._pending and not self._ahead:
+            nxt = next(self._feed, None)
+            if nxt is None:
+                return False
+            self._ahead.append(nxt)
+        return _same(self._pending[0] if self._pending else self._ahead[0], first)
+
+    def _restart(self, todo: list[PlanBatch]) -> None:
+        """Feed `todo` (and, with a planner, the epochs after it) from a pipeline owing nothing."""
+        self._feed = self._stream(todo)
+        self._ahead.clear()
+        self._pending.clear()
+        if self._pipe is None or not self._clean or self.planner is not None:
+            self._pipe = None  # prefetched batches of another plan, or an abandoned epoch
+            self._build()
+
+    def _stream(self, todo: list[PlanBatch]) -> Iterator[PlanBatch]:
+        yield from todo
+        if self.planner is None:
+            return
+        epoch, empty = todo[0].epoch + 1, 0
+        while empty < MAX_EMPTY_EPOCHS:
+            batches = self.planner(epoch)
+            epoch, empty = epoch + 1, 0 if batches else empty + 1
+            yield from batches
 
     def close(self) -> None:
         self._pipe = self._probe = None

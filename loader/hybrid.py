@@ -69,7 +69,9 @@ class HybridBackend:
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
-        self.cpu = CpuBackend(cfg, dataset, device=self.gpu.device_id)  # its clips on the GPU
+        self.cpu = CpuBackend(  # its clips on the GPU; its feed runs on into the next epochs
+            cfg, dataset, device=self.gpu.device_id, planner=lambda e: self._tails(planner(e))
+        )
 
     def _share_of(self, epoch: int) -> float:
         return self.shares.setdefault(epoch, self.share)
@@ -77,6 +79,12 @@ class HybridBackend:
     def _heads(self, batches: list[PlanBatch]) -> list[PlanBatch]:
         share = self._share_of(batches[0].epoch) if batches else self.share
         return [split(b, share, self.cfg.gpu_batch)[0] for b in batches]
+
+    def _tails(self, batches: list[PlanBatch]) -> list[PlanBatch]:
+        """The CPU parts of an epoch's batches (those that have one), as run() hands them over."""
+        share = self._share_of(batches[0].epoch) if batches else self.share
+        tails = [split(b, share, self.cfg.gpu_batch)[1] for b in batches]
+        return [t for t in tails if t is not None]
 
     def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
         """Yield ([GPU chunks..., CPU part], batch) per batch, in plan order."""

@@ -208,6 +208,36 @@ def test_abandoned_epoch_then_full_epoch(world: dict) -> None:
         assert sum(len(b.keys) for b in loader.epoch(1)) == len(world["records"])
 
 
+def test_pipeline_runs_on_across_epochs_and_rebuilds_off_plan(world: dict) -> None:
+    """Consecutive epochs share one pipeline (no drain and cold start between them) and give
+    the clips a fresh loader gives; a skipped, repeated or abandoned epoch rebuilds, still right."""
+
+    def epoch_of(loader: ClipLoader, e: int) -> tuple[list[str], np.ndarray]:
+        bs = list(loader.epoch(e))
+        return [k for b in bs for k in b.keys], np.concatenate([b.clips.numpy() for b in bs])
+
+    def same(a: tuple[list[str], np.ndarray], b: tuple[list[str], np.ndarray]) -> bool:
+        return a[0] == b[0] and np.array_equal(a[1], b[1])
+
+    fresh = {}
+    for e in (0, 1, 2, 4):
+        with make(world, seed=5) as loader:
+            fresh[e] = epoch_of(loader, e)
+    with make(world, seed=5) as loader:
+        assert same(epoch_of(loader, 0), fresh[0])
+        pipe = loader.backend._pipe
+        assert loader.backend._pending  # epoch 1's first batches were fed while 0 finished
+        assert same(epoch_of(loader, 1), fresh[1]) and same(epoch_of(loader, 2), fresh[2])
+        assert loader.backend._pipe is pipe  # carried on: not rebuilt
+        assert same(epoch_of(loader, 4), fresh[4])  # skipped epoch 3: rebuilt from 4
+        assert loader.backend._pipe is not pipe
+        assert same(epoch_of(loader, 4), fresh[4])  # the same epoch again
+        it = loader.epoch(0)
+        next(it)
+        it.close()  # abandoned mid-epoch
+        assert same(epoch_of(loader, 1), fresh[1])
+
+
 def test_trimmed_streams_give_the_same_clips(world: dict) -> None:
     """The CPU backend hands DALI only the needed WebM clusters; the clips must not change."""
     from loader.webm import index_webm
