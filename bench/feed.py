@@ -176,24 +176,39 @@ def _epochs(loader: ClipLoader, consumer: Consumer) -> Iterator[tuple[Any, Any]]
 
 
 def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConfig) -> dict:
-    """Steps for warmup + seconds; clips/s, data wait and CPU use over the timed part."""
+    """Steps for warmup + seconds; clips/s, data wait and CPU use over the timed part.
+
+    `host_ms_per_step` splits the host thread's time per step (wall, and its own CPU time where
+    it worked rather than slept): `data` in the loader, `launch` queuing the step, `fence` waiting
+    for the step before last. Their sum is the period; a fence near 0 means the device waited for
+    the host (data or launch), not the other way round.
+    """
     pending: list[Callable[[], None]] = []
     t_warm = None
     clips = steps = 0
-    wait = 0.0
+    wall_in = {"data": 0.0, "launch": 0.0, "fence": 0.0}
+    cpu_in = {"data": 0.0, "launch": 0.0}
     t0 = c0 = 0.0
-    tick = time.perf_counter()
+    tick, ttick = time.perf_counter(), time.thread_time()
     for x, y in batches:
-        now = time.perf_counter()
+        now, tnow = time.perf_counter(), time.thread_time()
+        data_wall, data_cpu = now - tick, tnow - ttick
         if t_warm is None:
             t_warm = now + cfg.warmup  # the clock starts at the first batch
-        elif t0:
-            wait += now - tick
+        timed = bool(t0)
         consumer.step(x, y)
         pending.append(consumer.fence())
+        launched, tlaunched = time.perf_counter(), time.thread_time()
         if len(pending) >= cfg.in_flight:
             pending.pop(0)()  # wait for the step before last
         tick = time.perf_counter()
+        if timed:
+            wall_in["data"] += data_wall
+            cpu_in["data"] += data_cpu
+            wall_in["launch"] += launched - now
+            cpu_in["launch"] += tlaunched - tnow
+            wall_in["fence"] += tick - launched
+        ttick = time.thread_time()
         if not t0:
             if tick >= t_warm:
                 t0, c0 = tick, cpu_seconds()
@@ -205,10 +220,13 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     for done in pending:
         done()
     wall = time.perf_counter() - t0
+    per_step = {k: round(1000 * v / max(steps, 1), 2) for k, v in wall_in.items()}
+    per_step |= {f"{k}_cpu": round(1000 * v / max(steps, 1), 2) for k, v in cpu_in.items()}
     return {
         "clips_per_s": round(clips / wall, 1),
         "steps": steps,
-        "data_wait_pct": round(100 * wait / wall, 2),
+        "data_wait_pct": round(100 * wall_in["data"] / wall, 2),
+        "host_ms_per_step": per_step,
         "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
         "wall_s": round(wall, 1),
     }

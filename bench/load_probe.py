@@ -6,8 +6,9 @@ The loader runs in the main thread as fast as it can (clips handed to PyTorch an
 the consumer's stream every batch, so a batch counts only when its clips exist), while a background
 thread keeps one kind of GPU load running; each phase prints one JSON line with the loader's
 clips/s and the load's rate. Loads: none; the R3D-18 stand-in's training step (bench.feed_torch)
-on every SM; the same step on a green context that leaves 20 SMs free (loader.greenctx); bf16
-matrix products (compute-bound, long kernels); device-to-device copies (memory-bound). If the
+on every SM; the same step on a green context that leaves N SMs free (`train-leaveN`,
+loader.greenctx); bf16 matrix products (compute-bound, long kernels); device-to-device copies
+(memory-bound). If the
 loader slows as much beside the partitioned step as beside the whole-GPU one, the SMs are not
 what it waits for. A diagnostic for docs/BENCHMARKS.md, not a benchmark of record.
 """
@@ -59,10 +60,12 @@ def _load(kind: str, consumer: Any) -> Callable[[threading.Event, list[int]], No
     dst = torch.empty_like(src)
     loads = {
         "train": lambda stop, done: train(stop, done, 0),
-        "train-leave20": lambda stop, done: train(stop, done, 20),
         "matmul": lambda stop, done: loop(stop, done, lambda: a @ a),
         "copy512MB": lambda stop, done: loop(stop, done, lambda: dst.copy_(src)),
     }
+    if kind.startswith("train-leave"):  # the step on all but N SMs, split SM by SM
+        sms = int(kind.removeprefix("train-leave"))
+        return lambda stop, done: train(stop, done, sms)
     return loads[kind]
 
 
@@ -73,7 +76,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0)
     # train-leave20 before train: cuDNN keeps the kernels it picked first, and some picked on the
     # whole GPU cannot launch on a partition (docs/BENCHMARKS.md, "Second round"); the reverse holds
-    ap.add_argument("--loads", default="none,train-leave20,train,matmul,copy512MB")
+    # train-leaveN: the step on all but N SMs (SM by SM, as `ucf3d train --loader-sms N`): does
+    # the loader beside the partitioned step make more than the step eats, and how much does the
+    # step lose beside the loader (load_units_per_s x 128 clips against its rate alone)?
+    ap.add_argument("--loads", default="none,train-leave2,train,matmul,copy512MB")
     a = ap.parse_args()
     lc = LoaderConfig(manifests=a.manifests, shards=a.shards, split=1, subset="train",
                       mode="train", batch_size=128, decode="gpu", dtype="float16")  # fmt: skip

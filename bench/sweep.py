@@ -41,10 +41,18 @@ def _summary(r: dict) -> str:
         return (f"{r['label']}: fed {f['clips_per_s']} / unfed {u['clips_per_s']}{alone} = "
                 f"{r['fed_vs_unfed']}, wait {f['data_wait_pct']} %, "
                 f"NVDEC {f.get('nvdec_util_mean')} %, SM {f.get('sm_util_mean')} %, "
-                f"cores {f['cpu_cores_used']}")  # fmt: skip
+                f"cores {f['cpu_cores_used']}{_host(f)}")  # fmt: skip
     if r.get("bench") == "loader":
         return f"{r['label']}: loader alone {r['clips_per_s']} clips/s"
     return f"{r['label']}: {r.get('error', r)}"
+
+
+def _host(phase: dict) -> str:
+    h = phase.get("host_ms_per_step")
+    if not h:
+        return ""
+    return (f", host ms/step: data {h['data']} ({h['data_cpu']} CPU), "
+            f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}")  # fmt: skip
 
 
 def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:

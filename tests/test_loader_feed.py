@@ -115,6 +115,11 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     )
     assert 0 <= out["fed"]["data_wait_pct"] <= 100 and out["loader"]["decode"] == "cpu"
     assert out["loader"]["batch_size"] == 2 and out["device"] == "cpu"
+    for phase in ("unfed", "fed"):  # the host's period per step, split: data + launch + fence
+        host, p = out[phase]["host_ms_per_step"], out[phase]
+        period = 1000 * p["wall_s"] / p["steps"]
+        assert abs(host["data"] + host["launch"] + host["fence"] - period) < 0.05 * period + 1
+        assert 0 <= host["data_cpu"] <= host["data"] + 1 and host["launch"] > 0
 
 
 def test_bench_feed_torch_stand_in_refuses_a_cpu(prepared) -> None:
