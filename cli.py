@@ -383,11 +383,14 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @library_errors
 def bench_feed(**opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""
+    import dataclasses
     import json
 
     from bench.feed import FeedConfig, run_feed
+    from loader.config import clips_on_for
 
-    lcfg = _bench_loader_config(opts)
+    lcfg = _bench_loader_config(opts)  # clips handed over where the step runs, as in train
+    lcfg = dataclasses.replace(lcfg, clips_on=clips_on_for(opts["device"], lcfg.decode))
     opts["sm_fine"] = opts.pop("sm_split") == "fine"
     click.echo(json.dumps(run_feed(FeedConfig(lcfg, **opts))))
 

@@ -66,7 +66,9 @@ class ClipLoader:
             if self.cfg.decode == "cpu":
                 from .cpu import CpuBackend
 
-                self._backend = CpuBackend(self.cfg, self.dataset, planner=self.batches)
+                on_gpu = self.cfg.clips_device() == "gpu"
+                device = self.cfg.gpu_device() if on_gpu else None
+                self._backend = CpuBackend(self.cfg, self.dataset, device, planner=self.batches)
             elif self.cfg.decode == "gpu":
                 from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
 

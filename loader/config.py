@@ -11,6 +11,7 @@ import ondisk
 MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video: the two eval modes
 DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a share of each batch
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
+CLIPS_ON = ("host", "gpu")  # where the clips are handed over
 DTYPES = ("float32", "float16")
 WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
 PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
@@ -38,8 +39,12 @@ class LoaderConfig:
     decode: str = "cpu"  # "cpu" (DALI/libavcodec, VP9 only) | "gpu" (NVDEC) | "hybrid" (both)
     dtype: str = "float32"  # of the clips handed to Paddle
     # what leaves DALI: "float" (normalised CFHW in dtype) or "uint8" (FHWC, normalised by
-    # loader.bridge on the consumer's device and stream); None: uint8 when decoding on the GPU
+    # loader.bridge on the consumer's device and stream); None: uint8 when handed over on the GPU
     output: str | None = None
+    # where the clips are handed over: "gpu" (a CPU pipeline's clips are copied there by DALI, on
+    # its own stream, so a GPU consumer never copies from pageable memory and waits for its queued
+    # steps) or "host"; None: the GPU when decoding there, else the host (see clips_on_for)
+    clips_on: str | None = None
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -86,7 +91,8 @@ class LoaderConfig:
 
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
-                   "output": (None, *OUTPUTS), "windows": WINDOWS, "part": PARTS}  # fmt: skip
+                   "output": (None, *OUTPUTS), "clips_on": (None, *CLIPS_ON), "windows": WINDOWS,
+                   "part": PARTS}  # fmt: skip
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -108,6 +114,9 @@ class LoaderConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.clips_on == "host" and self.decode != "cpu":
+            raise ValueError(f"clips_on 'host' needs decode='cpu' ({self.decode!r} decodes on "
+                             "the GPU)")  # fmt: skip
         if self.cpu_share is not None and not 0 <= self.cpu_share < 1:
             raise ValueError(f"cpu_share must be in [0, 1), got {self.cpu_share}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -124,11 +133,17 @@ class LoaderConfig:
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} out of range for world size {world}")
 
+    def clips_device(self) -> str:
+        """Where the clips are handed over: "gpu" or "host" (clips_on, or what decode implies)."""
+        if self.clips_on is not None:
+            return self.clips_on
+        return "host" if self.decode == "cpu" else "gpu"
+
     def clip_output(self) -> str:
         """What DALI hands over: "uint8" (consumer normalises) or "float" (normalised in DALI)."""
         if self.output is not None:
             return self.output
-        return "float" if self.decode == "cpu" else "uint8"
+        return "float" if self.clips_device() == "host" else "uint8"
 
     def dist(self) -> tuple[int, int]:
         """(rank, world_size): explicit values, else Paddle's launcher environment, else (0, 1)."""
@@ -159,3 +174,9 @@ class LoaderConfig:
         d = asdict(self)
         d["rank"], d["world_size"] = self.dist()
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def clips_on_for(device: str, decode: str) -> str:
+    """Where a consumer on `device` ("gpu" or "cpu") should get its clips: on the GPU when it
+    trains there or they are decoded there, else in host memory."""
+    return "gpu" if device == "gpu" or decode != "cpu" else "host"

@@ -53,6 +53,7 @@ def test_loaders_split_the_training_list_by_group(prepared) -> None:
         kept = {r.key for r in train.dataset.records}
         held = {r.key for r in val.dataset.records}
         assert val.cfg.subset == "train" and val.cfg.mode == "clip"
+        assert train.cfg.clips_device() == val.cfg.clips_device() == "host"  # a CPU run
     everything = {ln.split('"key": "')[1].split('"')[0]
                   for ln in prepared.train_manifest.read_text().splitlines()}  # fmt: skip
     assert kept | held == everything and not kept & held

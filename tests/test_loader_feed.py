@@ -99,6 +99,24 @@ def test_hybrid_config(world: dict) -> None:  # noqa: F811
         LoaderConfig(manifests=world["manifests"], decode="hybrid", cpu_share=1.0)
 
 
+def test_clips_are_handed_over_where_the_model_runs(world: dict) -> None:  # noqa: F811
+    from loader.config import clips_on_for
+
+    base = {"manifests": world["manifests"]}
+    host = LoaderConfig(**base)
+    assert host.clips_device() == "host" and host.clip_output() == "float"
+    on_gpu = LoaderConfig(clips_on="gpu", **base)  # CPU decoding for a GPU consumer
+    assert on_gpu.clips_device() == "gpu" and on_gpu.clip_output() == "uint8"
+    assert LoaderConfig(clips_on="gpu", output="float", **base).clip_output() == "float"
+    assert LoaderConfig(decode="gpu", **base).clips_device() == "gpu"
+    with pytest.raises(ValueError, match="clips_on 'host' needs decode='cpu'"):
+        LoaderConfig(decode="hybrid", clips_on="host", **base)
+    with pytest.raises(ValueError, match="clips_on must be one of"):
+        LoaderConfig(clips_on="cuda", **base)
+    assert [clips_on_for(d, "cpu") for d in ("gpu", "cpu")] == ["gpu", "host"]
+    assert clips_on_for("cpu", "gpu") == clips_on_for("cpu", "hybrid") == "gpu"
+
+
 def test_bench_feed_runs_on_cpu(prepared) -> None:
     """`ucf3d bench feed` end to end with the project's Paddle step on the CPU: one JSON line."""
     args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
@@ -147,6 +165,25 @@ def test_hybrid_matches_cpu_on_the_gpu(prepared, tmp_path: Path) -> None:
     for (keys_c, c), (keys_h, h) in zip(clips["cpu"], clips["hybrid"], strict=True):
         assert keys_c == keys_h
         assert np.abs(c - h).mean() < 2.0
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cpu_decoding_hands_over_on_the_gpu(prepared) -> None:
+    """clips_on="gpu": the CPU pipeline's clips come out of DALI on the GPU, the same clips."""
+    clips = {}
+    for on in ("host", "gpu"):
+        cfg = LoaderConfig(manifests=prepared.manifests, shards=prepared.shards, batch_size=8,
+                           num_threads=2, output="uint8", seed=3, clips_on=on)  # fmt: skip
+        with ClipLoader(cfg) as loader:
+            outputs = [out for out, _ in loader.raw_epoch(0)]
+            kind = "TensorListGPU" if on == "gpu" else "TensorListCPU"
+            assert {type(o).__name__ for o in outputs} == {kind}
+            batches = list(loader.epoch(1))
+            assert all(b.clips.place.is_gpu_place() == (on == "gpu") for b in batches)
+            clips[on] = [(b.keys, b.clips.numpy()) for b in batches]
+    for (keys_h, h), (keys_g, g) in zip(clips["host"], clips["gpu"], strict=True):
+        assert keys_h == keys_g and np.array_equal(h, g)
 
 
 def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:

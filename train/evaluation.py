@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 EVAL_MODES = ("clip", "video")
 
 
-def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
+def open_eval_loader(cfg, mode: str, overrides: dict[str, Any], device: str = "cpu") -> ClipSource:
     """The DALI loader over the test subset in `mode` (clip: 3 per video; video: every window)."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests pass in-memory sources
+    from loader.config import clips_on_for
 
     opts = dict(
         manifests=cfg.manifests, shards=cfg.shards, split=cfg.split, batch_size=cfg.batch_size,
@@ -39,6 +40,7 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any]) -> ClipSource:
         opts["shards"] = None  # other manifests: their summary says where their shards are
     opts.update({k: v for k, v in overrides.items() if v is not None})
     opts["batch_size"] = -(-opts["batch_size"] // dist.world()[1])  # a share of it per rank
+    opts.setdefault("clips_on", clips_on_for(device, opts["decode"]))  # where the model runs
     check_gpu_decode(opts["decode"])
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
@@ -103,7 +105,7 @@ def evaluate_checkpoint(
     }  # fmt: skip
     for mode in modes:
         overrides = {**(loader_overrides or {}), "windows": windows}
-        source = (data or {}).get(mode) or open_eval_loader(cfg, mode, overrides)
+        source = (data or {}).get(mode) or open_eval_loader(cfg, mode, overrides, device)
         if list(source.classes) != classes:
             raise ck.CheckpointError(
                 f"{ckpt}: trained on {len(classes)} classes, the test data has "

@@ -335,6 +335,7 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     """The real DALI loaders: random clips from the train subset, 3 clips per test video for val
     (or per video of the held-out training groups, with cfg.val_from_train)."""
     from loader import ClipLoader, LoaderConfig  # lazy: unit tests feed in-memory batches
+    from loader.config import clips_on_for
 
     check_gpu_decode(cfg.decode)
     world = dist.world()[1]  # each rank loads its share of every batch (loader: PADDLE_TRAINER_ID)
@@ -344,6 +345,8 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
         clip_len=cfg.clip_len, size=cfg.size, decode=cfg.decode, seed=cfg.seed,
         dtype="float16" if cfg.amp == "fp16" else "float32", **cfg.loader_options,
     )  # fmt: skip
+    # clips handed over where the model trains: on the GPU no step waits on a pageable copy
+    common.setdefault("clips_on", clips_on_for(cfg.device, cfg.decode))
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
     elif world > 1:  # the ranks on one machine share its cores
