@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .ahead import ahead
 from .backend import Backend, PlanBatch, make_batches
 from .bridge import Holder, labels_to_paddle, to_paddle
 from .config import LoaderConfig
@@ -80,8 +81,14 @@ class ClipLoader:
         return self._backend
 
     def raw_epoch(self, epoch: int) -> Iterator[tuple[Any, PlanBatch]]:
-        """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over."""
-        yield from self.backend.run(iter(self.batches(epoch)))
+        """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over.
+
+        With cfg.thread_ahead they are taken in a loader thread, that many batches ahead.
+        """
+        pairs = self.backend.run(iter(self.batches(epoch)))
+        if self.cfg.thread_ahead:
+            pairs = ahead(pairs, self.cfg.thread_ahead, f"ucf3d-loader-epoch{epoch}")
+        yield from pairs
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""

@@ -62,6 +62,9 @@ class LoaderConfig:
     part: str = "all"
     drop_last: bool = False  # train only: equal number of full batches on every rank
     prefetch: int = 2  # DALI prefetch queue depth
+    # take DALI's outputs in a loader thread up to this many batches ahead of the consumer (0: in
+    # the consumer's thread); the hand-over to the framework stays in the consumer (loader.ahead)
+    thread_ahead: int = 0
     verify: bool = False  # check each video's sha256 against the manifest when read
     # resize antialiasing only matters when shrinking (scale-1 crops, eval 128 -> 112: factor
     # 0.875, where it barely changes pixels); off is ~20 % faster on the CPU (docs/BENCHMARKS.md)
@@ -114,6 +117,8 @@ class LoaderConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.thread_ahead < 0:
+            raise ValueError(f"thread_ahead must be >= 0, got {self.thread_ahead}")
         if self.clips_on == "host" and self.decode != "cpu":
             raise ValueError(f"clips_on 'host' needs decode='cpu' ({self.decode!r} decodes on "
                              "the GPU)")  # fmt: skip
