@@ -3,6 +3,8 @@
 The Python side reads each request's encoded video from its shard (pread, in plan order) and hands
 DALI a batch through one batched external source; DALI's prefetch queue keeps `cfg.prefetch`
 batches in flight, so reading and feeding overlap decoding on `cfg.num_threads` threads.
+`fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
+included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
 
 With a `planner` (epoch -> its PlanBatches, as ClipLoader.batches) the feed runs on past the end
 of an epoch into the next ones, so the pipeline never drains between epochs: the first batches of
@@ -10,13 +12,12 @@ epoch e+1 decode while the consumer works on the last ones of epoch e. Without i
 and restarts at every epoch boundary, and the consumer waits for the cold start each time: on
 216-clip epochs (the benchmark footage) that cost the hybrid backend a third of its rate beside
 training (docs/BENCHMARKS.md). A run for any other epoch (skipped, repeated, abandoned) rebuilds.
-`fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
-included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
 
-With `device` (the hybrid backend, loader.hybrid) the decoded clips leave the pipeline on that
-GPU: DALI copies them from its pinned staging memory on its own stream, while it decodes the next
-batch. Copied by the consumer instead, from DALI's pageable CPU output, the copy would wait for
-every training step queued on the consumer's stream and hold the host there, once per batch.
+With `device` (the hybrid backend's CPU part; CPU decoding for a model on the GPU, `clips_on`)
+the decoded clips leave the pipeline on that GPU: DALI copies them from its pinned staging memory
+on its own stream, while it decodes the next batch. Copied by the consumer instead, from DALI's
+pageable CPU output, the copy would wait for every training step queued on the consumer's stream
+and hold the host there, once per batch.
 """
 
 from __future__ import annotations
