@@ -76,24 +76,24 @@ class HybridBackend:
     def _share_of(self, epoch: int) -> float:
         return self.shares.setdefault(epoch, self.share)
 
-    def _heads(self, batches: list[PlanBatch]) -> list[PlanBatch]:
+    def _parts(self, batches: list[PlanBatch]) -> list[tuple[PlanBatch, PlanBatch | None]]:
+        """(GPU head, CPU tail or None) of each of an epoch's batches, cut with its share."""
         share = self._share_of(batches[0].epoch) if batches else self.share
-        return [split(b, share, self.cfg.gpu_batch)[0] for b in batches]
+        return [split(b, share, self.cfg.gpu_batch) for b in batches]
+
+    def _heads(self, batches: list[PlanBatch]) -> list[PlanBatch]:
+        return [head for head, _ in self._parts(batches)]
 
     def _tails(self, batches: list[PlanBatch]) -> list[PlanBatch]:
         """The CPU parts of an epoch's batches (those that have one), as run() hands them over."""
-        share = self._share_of(batches[0].epoch) if batches else self.share
-        tails = [split(b, share, self.cfg.gpu_batch)[1] for b in batches]
-        return [t for t in tails if t is not None]
+        return [tail for _, tail in self._parts(batches) if tail is not None]
 
     def run(self, batches: Iterator[PlanBatch]) -> Iterator[tuple[Any, PlanBatch]]:
         """Yield ([GPU chunks..., CPU part], batch) per batch, in plan order."""
         todo = list(batches)
         if not todo:
             return
-        epoch = todo[0].epoch
-        share = self._share_of(epoch)
-        parts = [split(b, share, self.cfg.gpu_batch) for b in todo]
+        parts = self._parts(todo)
         gpu = self.gpu.run(iter([head for head, _ in parts]))
         cpu = self.cpu.run(iter([tail for _, tail in parts if tail is not None]))
         wait_gpu = wait_cpu = 0.0
