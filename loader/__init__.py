@@ -69,7 +69,7 @@ class ClipLoader:
 
                 on_gpu = self.cfg.clips_device() == "gpu"
                 device = self.cfg.gpu_device() if on_gpu else None
-                self._backend = CpuBackend(self.cfg, self.dataset, device, planner=self.batches)
+                self._backend = CpuBackend(self.cfg, self.dataset, self.batches, device)
             elif self.cfg.decode == "gpu":
                 from .gpu import GpuBackend  # NVDEC backend (written against loader.backend)
 

@@ -28,7 +28,8 @@ implement:
 
 A backend may take more at construction: ``GpuBackend(cfg, dataset, planner=ClipLoader.batches)``
 gets a planner (epoch -> PlanBatches) so that its NVDEC pipelines can hold several epochs' requests
-and build the next ones in the background (loader.gpu).
+and build the next ones in the background (loader.gpu); ``CpuBackend(cfg, dataset, planner)`` so
+that its feed runs on into the next epoch without draining (loader.cpu).
 
 The augmentation parameters of a batch come from ``loader.augment.param_feed(batch)`` (a tuple of
 per-sample arrays for the external sources that ``loader.augment.param_inputs`` creates): feed them

@@ -6,11 +6,11 @@ batches in flight, so reading and feeding overlap decoding on `cfg.num_threads` 
 `fn.decoders.video(frames=...)` takes the plan's exact frame indices per sample, loop padding
 included. DALI decodes only VP9 on the CPU (FINDINGS.md); other codecs fail with a LoaderError.
 
-With a `planner` (epoch -> its PlanBatches, as ClipLoader.batches) the feed runs on past the end
-of an epoch into the next ones, so the pipeline never drains between epochs: the first batches of
-epoch e+1 decode while the consumer works on the last ones of epoch e. Without it, a pipeline ends
-and restarts at every epoch boundary, and the consumer waits for the cold start each time: on
-216-clip epochs (the benchmark footage) that cost the hybrid backend a third of its rate beside
+The feed comes from a `planner` (epoch -> its PlanBatches, as ClipLoader.batches) and runs on past
+the end of an epoch into the next ones, so the pipeline never drains between epochs: the first
+batches of epoch e+1 decode while the consumer works on the last ones of epoch e. A pipeline that
+ended and restarted at every epoch boundary made the consumer wait for its cold start each time:
+on 216-clip epochs (the benchmark footage) that cost the hybrid backend a third of its rate beside
 training (docs/BENCHMARKS.md). A run for any other epoch (skipped, repeated, abandoned) rebuilds.
 
 With `device` (the hybrid backend's CPU part; CPU decoding for a model on the GPU, `clips_on`)
@@ -53,8 +53,8 @@ class CpuBackend:
         self,
         cfg: LoaderConfig,
         dataset: Dataset,
+        planner: Callable[[int], list[PlanBatch]],
         device: int | None = None,
-        planner: Callable[[int], list[PlanBatch]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.dataset = dataset
@@ -149,19 +149,11 @@ class CpuBackend:
                     f"{expected.number} of epoch {expected.epoch} was due: clips out of plan order"
                 )
             yield clips, expected
-        if self.planner is None:  # the feed ends with the epoch: let DALI see it, then rewind
-            try:
-                self._pipe.run()
-            except StopIteration:
-                pass
-            else:
-                raise LoaderError("the CPU pipeline returned more batches than it was fed")
-            self._pipe.reset()
         self._clean = True
 
     def _continues(self, first: PlanBatch) -> bool:
         """Whether the running feed's next batch is `first` (then the pipeline carries on)."""
-        if self._pipe is None or not self._clean or self.planner is None:
+        if self._pipe is None or not self._clean:
             return False
         if not self._pending and not self._ahead:
             nxt = next(self._feed, None)
@@ -171,18 +163,16 @@ class CpuBackend:
         return _same(self._pending[0] if self._pending else self._ahead[0], first)
 
     def _restart(self, todo: list[PlanBatch]) -> None:
-        """Feed `todo` (and, with a planner, the epochs after it) from a pipeline owing nothing."""
+        """Feed `todo` and the epochs after it from a new pipeline (the old one holds prefetched
+        batches of another plan, or of an abandoned epoch)."""
         self._feed = self._stream(todo)
         self._ahead.clear()
         self._pending.clear()
-        if self._pipe is None or not self._clean or self.planner is not None:
-            self._pipe = None  # prefetched batches of another plan, or an abandoned epoch
-            self._build()
+        self._pipe = None
+        self._build()
 
     def _stream(self, todo: list[PlanBatch]) -> Iterator[PlanBatch]:
         yield from todo
-        if self.planner is None:
-            return
         epoch, empty = todo[0].epoch + 1, 0
         while empty < MAX_EMPTY_EPOCHS:
             batches = self.planner(epoch)

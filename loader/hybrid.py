@@ -70,7 +70,7 @@ class HybridBackend:
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(  # its clips on the GPU; its feed runs on into the next epochs
-            cfg, dataset, device=self.gpu.device_id, planner=lambda e: self._tails(planner(e))
+            cfg, dataset, lambda e: self._tails(planner(e)), device=self.gpu.device_id
         )
 
     def _share_of(self, epoch: int) -> float:
