@@ -384,8 +384,11 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="fine",
               show_default=True, help="--loader-sms: SM by SM (as ucf3d train), or in the GPU's "
               "partition granularity (8 SMs on Hopper; keeps wide thread-block clusters).")
+@click.option("--keep-last", is_flag=True,
+              help="Keep each epoch's last, partial batch (by default it is dropped, so that every "
+              "fed step has --batch-size clips, like the step alone).")
 @library_errors
-def bench_feed(**opts: Any) -> None:
+def bench_feed(keep_last: bool, **opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""
     import dataclasses
     import json
@@ -394,7 +397,8 @@ def bench_feed(**opts: Any) -> None:
     from loader.config import clips_on_for
 
     lcfg = _bench_loader_config(opts)  # clips handed over where the step runs, as in train
-    lcfg = dataclasses.replace(lcfg, clips_on=clips_on_for(opts["device"], lcfg.decode))
+    lcfg = dataclasses.replace(lcfg, clips_on=clips_on_for(opts["device"], lcfg.decode),
+                               drop_last=not keep_last)  # fmt: skip
     opts["sm_fine"] = opts.pop("sm_split") == "fine"
     click.echo(json.dumps(run_feed(FeedConfig(lcfg, **opts))))
 

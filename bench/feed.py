@@ -12,7 +12,10 @@ only here and is not a dependency.
 
 Both phases run the same loop: at most `in_flight` steps queued on the device (the host waits for
 the step before last, as a loop that reads its loss late does), data wait = time the host spends
-blocked in the loader (its DLPack hand-over and normalisation included). The steps run on a
+blocked in the loader (its DLPack hand-over and normalisation included). Both step on batches of
+the same size: `ucf3d bench feed` drops each epoch's last, partial batch (`--keep-last` keeps it).
+On UCF-101 that batch is 1 step in 75; on a small benchmark set it can be every other step (216
+clips: 128 + 88), and a smaller step makes fewer clips/s whatever feeds it. The steps run on a
 non-blocking stream of their own (`stream="side"`, as `ucf3d train` does; "default" reproduces the
 first measurements: see docs/BENCHMARKS.md). With `loader_sms`, the fed steps run on a green
 context holding all but that many SMs (loader.greenctx), and the step alone is timed there too
@@ -95,6 +98,12 @@ def run_feed(cfg: FeedConfig) -> dict:
     from loader.cudasync import set_schedule
     from loader.greenctx import unavailable
 
+    lc = cfg.loader
+    if not len(ClipLoader(lc)):  # the fed phase would wait for ever on empty epochs
+        raise ValueError(
+            f"{lc.manifests}: split {lc.split} {lc.subset} has no full batch of "
+            f"{lc.batch_size} clips to feed (use a smaller --batch-size, or --keep-last)"
+        )
     auto = cfg.loader_sms is None
     cfg = replace(cfg, loader_sms=cfg.steps_loader_sms())
     why_not = unavailable() if auto and cfg.loader_sms else None
@@ -104,7 +113,6 @@ def run_feed(cfg: FeedConfig) -> dict:
     whole = _unfed_apart(cfg) if cfg.loader_sms else None  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
-    lc = cfg.loader
     result: dict[str, Any] = {
         "bench": "feed",
         "consumer": consumer.name,

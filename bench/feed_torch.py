@@ -53,8 +53,17 @@ def _r3d18(num_classes: int = 101) -> Any:
     return R3D18()
 
 
+_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (device, mean, std) -> device tensors, made once
+
+
 def to_torch(output: Any, n: int, cfg: Any) -> Any:
-    """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge)."""
+    """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge).
+
+    Nothing here waits for the GPU. The mean and 1/std live on the device from the first batch on:
+    made per batch (`torch.tensor(..., device="cuda")`), each was a copy from pageable memory,
+    which PyTorch synchronises with the current stream, i.e. the host waited for every step
+    queued on the training stream, twice a batch (docs/BENCHMARKS.md, "Fourth round").
+    """
     import torch
 
     parts = []
@@ -64,8 +73,11 @@ def to_torch(output: Any, n: int, cfg: Any) -> Any:
     x = (parts[0] if len(parts) == 1 else torch.cat(parts))[:n]
     if cfg.clip_output() != "uint8":
         return x.contiguous(memory_format=torch.channels_last_3d)
-    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
-    inv_std = 1 / torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
+    key = (x.device, tuple(cfg.mean), tuple(cfg.std))
+    if key not in _CONSTANTS:
+        mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
+        _CONSTANTS[key] = (mean, 1 / torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1))
+    mean, inv_std = _CONSTANTS[key]
     # (N, T, H, W, C) viewed as (N, C, T, H, W) is channels-last-3d already: no copy
     return (x.permute(0, 4, 1, 2, 3).float() - mean) * inv_std
 

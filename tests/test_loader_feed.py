@@ -133,6 +133,7 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     )
     assert 0 <= out["fed"]["data_wait_pct"] <= 100 and out["loader"]["decode"] == "cpu"
     assert out["loader"]["batch_size"] == 2 and out["device"] == "cpu"
+    assert out["loader"]["drop_last"] is True  # every fed step has 2 clips, as the unfed ones
     for phase in ("unfed", "fed"):  # the host's period per step, split: data + launch + fence
         host, p = out[phase]["host_ms_per_step"], out[phase]
         period = 1000 * p["wall_s"] / p["steps"]
@@ -140,9 +141,20 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
         assert 0 <= host["data_cpu"] <= host["data"] + 1 and host["launch"] > 0
 
 
+def test_bench_feed_refuses_a_batch_no_epoch_fills(prepared) -> None:
+    """With the partial batch dropped, a batch larger than an epoch would feed nothing, for ever."""
+    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
+            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
+            "--batch-size", "4096", "--clip-size", "32", "--threads", "2", "--seconds", "1",
+            "--warmup", "0", "--amp", "none"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "no full batch of 4096 clips" in res.output
+    assert "--keep-last" in res.output
+
+
 def test_bench_feed_torch_stand_in_refuses_a_cpu(prepared) -> None:
     args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
-            "--device", "cpu", "--consumer", "torch"]  # fmt: skip
+            "--device", "cpu", "--consumer", "torch", "--batch-size", "2"]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "stand-in consumer needs" in res.output
 
@@ -217,3 +229,28 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
         be._adapt(wait_gpu=5.0, wait_cpu=0.0)
         assert be.share == 0.3
         be.close()
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_torch_stand_in_hand_over_never_waits_for_the_gpu() -> None:
+    """bench feed's PyTorch hand-over queues its work: no host sync after the first batch (a
+    per-batch copy of the mean to the device once held every step, docs/BENCHMARKS.md)."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from bench.feed_torch import to_torch
+
+    cfg = SimpleNamespace(mean=(114.77, 107.74, 99.48), std=(1.0, 1.0, 1.0),
+                          clip_output=lambda: "uint8")  # fmt: skip
+    chunk = torch.randint(0, 256, (4, 16, 8, 8, 3), dtype=torch.uint8, device="cuda")
+    first = to_torch([chunk, chunk], 6, cfg)  # the constants reach the device once
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call now raises
+    try:
+        again = to_torch([chunk, chunk], 6, cfg)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert again.shape == (6, 3, 16, 8, 8)
+    assert torch.equal(first, again)
+    expected = chunk[:, :, :, :, 0].float() - 114.77
+    assert torch.allclose(again[:4, 0], expected)
