@@ -298,6 +298,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
                      help="Take DALI's outputs in a loader thread this many batches ahead "
                      "(0: in the consumer's thread)."),
+        click.option("--loader-nice", type=click.IntRange(0, 19), default=0, show_default=True,
+                     help="Run the loader's threads (every thread but the consumer's) at this "
+                     "nice value, so the consumer keeps a core (0: leave them; Linux)."),
         click.option("--pipelines", type=click.IntRange(1), default=24,
                      show_default=True, help="GPU: concurrent NVDEC pipelines."),
         click.option("--gpu-batch", type=click.IntRange(1), default=16, show_default=True,
@@ -326,7 +329,7 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         decode=opts.pop("decode"), dtype=opts.pop("dtype"), output=opts.pop("output"),
         size=opts.pop("clip_size"), num_threads=opts.pop("threads") or os.cpu_count() or 1,
         start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
-        thread_ahead=opts.pop("thread_ahead"),
+        thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),
         gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
         gpu_threads=opts.pop("gpu_threads"), cpu_share=opts.pop("cpu_share"),
         cache_dir=opts.pop("cache"),

@@ -137,6 +137,9 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     with consumer.stream(cfg.loader_sms), ClipLoader(lc) as loader, GpuSampler() as gpu:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
+        waited = getattr(loader.backend, "waited", None)  # hybrid: which path held the host
+        if waited is not None:
+            fed["hybrid_wait_s"] = {k: round(v, 2) for k, v in waited.items()}  # warm-up too
     result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result

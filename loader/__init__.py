@@ -14,6 +14,7 @@ from .ahead import ahead
 from .backend import Backend, PlanBatch, make_batches
 from .bridge import Holder, labels_to_paddle, to_paddle
 from .config import LoaderConfig
+from .nice import renice_others
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge),
 __all__ = ["Batch", "ClipLoader", "LoaderConfig", "LoaderError"]
 
 log = logging.getLogger(__name__)
+
+RENICE_EVERY = 8  # batches between two looks for new loader threads (cfg.loader_nice)
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,20 @@ class ClipLoader:
     def raw_epoch(self, epoch: int) -> Iterator[tuple[Any, PlanBatch]]:
         """The backend's (DALI output, PlanBatch) pairs of `epoch`, before any Paddle hand-over.
 
-        With cfg.thread_ahead they are taken in a loader thread, that many batches ahead.
+        With cfg.thread_ahead they are taken in a loader thread, that many batches ahead. With
+        cfg.loader_nice the process's other threads are reniced every few batches (loader.nice:
+        DALI starts threads as it builds pipelines), so the caller's thread keeps its core.
         """
         pairs = self.backend.run(iter(self.batches(epoch)))
         if self.cfg.thread_ahead:
             pairs = ahead(pairs, self.cfg.thread_ahead, f"ucf3d-loader-epoch{epoch}")
-        yield from pairs
+        try:
+            for i, pair in enumerate(pairs):
+                if self.cfg.loader_nice and i % RENICE_EVERY == 0:
+                    renice_others(self.cfg.loader_nice)
+                yield pair
+        finally:
+            pairs.close()  # an abandoned epoch reaches the backend now, as `yield from` did
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""

@@ -65,6 +65,9 @@ class LoaderConfig:
     # take DALI's outputs in a loader thread up to this many batches ahead of the consumer (0: in
     # the consumer's thread); the hand-over to the framework stays in the consumer (loader.ahead)
     thread_ahead: int = 0
+    # run every other thread of the process (DALI's, loader.ahead's) at this nice value or more,
+    # so the consumer's thread gets a core when it needs one (loader.nice); 0: leave them
+    loader_nice: int = 0
     verify: bool = False  # check each video's sha256 against the manifest when read
     # resize antialiasing only matters when shrinking (scale-1 crops, eval 128 -> 112: factor
     # 0.875, where it barely changes pixels); off is ~20 % faster on the CPU (docs/BENCHMARKS.md)
@@ -119,6 +122,8 @@ class LoaderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.thread_ahead < 0:
             raise ValueError(f"thread_ahead must be >= 0, got {self.thread_ahead}")
+        if not 0 <= self.loader_nice <= 19:
+            raise ValueError(f"loader_nice must be in 0..19, got {self.loader_nice}")
         if self.clips_on == "host" and self.decode != "cpu":
             raise ValueError(f"clips_on 'host' needs decode='cpu' ({self.decode!r} decodes on "
                              "the GPU)")  # fmt: skip

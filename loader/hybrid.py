@@ -68,6 +68,7 @@ class HybridBackend:
         self.cfg = cfg
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
+        self.waited = {"gpu": 0.0, "cpu": 0.0}  # seconds the consumer waited on each path, in all
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(  # its clips on the GPU; its feed runs on into the next epochs
             cfg, dataset, lambda e: self._tails(planner(e)), device=self.gpu.device_id
@@ -114,6 +115,8 @@ class HybridBackend:
         finally:
             gpu.close()
             cpu.close()
+            self.waited["gpu"] += wait_gpu
+            self.waited["cpu"] += wait_cpu
         self._adapt(wait_gpu, wait_cpu)
 
     def _adapt(self, wait_gpu: float, wait_cpu: float) -> None:

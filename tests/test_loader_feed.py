@@ -174,6 +174,9 @@ def test_hybrid_matches_cpu_on_the_gpu(prepared, tmp_path: Path) -> None:
             if decode == "hybrid":  # the CPU part too reaches the GPU inside DALI (loader.cpu)
                 outputs = [o for chunks, _ in loader.raw_epoch(2) for o in chunks]
                 assert {type(o).__name__ for o in outputs} == {"TensorListGPU"}
+                waited = loader.backend.waited  # what bench feed reports as hybrid_wait_s
+                assert set(waited) == {"gpu", "cpu"} and min(waited.values()) >= 0
+                assert sum(waited.values()) > 0
     for (keys_c, c), (keys_h, h) in zip(clips["cpu"], clips["hybrid"], strict=True):
         assert keys_c == keys_h
         assert np.abs(c - h).mean() < 2.0
