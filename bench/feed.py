@@ -91,6 +91,8 @@ class Consumer:
     fixed: tuple[Any, Any]  # one resident batch for the unfed phase
     stream: Callable[[int], Any]  # (loader_sms) -> context manager: the steps on their stream
     partition: Callable[[], dict] = dict  # the SM partition in use: {"train_sms", "device_sms"}
+    # GPU: a timing event recorded on the current stream (has .elapsed_time(later) in ms)
+    mark: Callable[[], Any] | None = None
 
 
 def run_feed(cfg: FeedConfig) -> dict:
@@ -193,8 +195,15 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     it worked rather than slept): `data` in the loader, `launch` queuing the step, `fence` waiting
     for the step before last. Their sum is the period; a fence near 0 means the device waited for
     the host (data or launch), not the other way round.
+
+    `device_ms_per_step` (GPU) is the same period seen from the training stream, from timing
+    events around each step: `step` from its first kernel's turn to its last kernel's end (longer
+    than alone when the loader's work slows it, or when the host launches slower than it runs),
+    `between` from one step's end to the next one's start (the hand-over's kernels, and the time
+    the stream had nothing to do because the host had not queued the next step).
     """
     pending: list[Callable[[], None]] = []
+    marks: list[tuple[Any, Any]] = []  # (before, after) each timed step, on the device
     t_warm = None
     clips = steps = 0
     wall_in = {"data": 0.0, "launch": 0.0, "fence": 0.0}
@@ -207,7 +216,10 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         if t_warm is None:
             t_warm = now + cfg.warmup  # the clock starts at the first batch
         timed = bool(t0)
+        before = consumer.mark() if consumer.mark and timed else None
         consumer.step(x, y)
+        if before is not None:
+            marks.append((before, consumer.mark()))
         pending.append(consumer.fence())
         launched, tlaunched = time.perf_counter(), time.thread_time()
         if len(pending) >= cfg.in_flight:
@@ -233,7 +245,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     wall = time.perf_counter() - t0
     per_step = {k: round(1000 * v / max(steps, 1), 2) for k, v in wall_in.items()}
     per_step |= {f"{k}_cpu": round(1000 * v / max(steps, 1), 2) for k, v in cpu_in.items()}
-    return {
+    result = {
         "clips_per_s": round(clips / wall, 1),
         "steps": steps,
         "data_wait_pct": round(100 * wall_in["data"] / wall, 2),
@@ -241,6 +253,16 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
         "wall_s": round(wall, 1),
     }
+    if len(marks) > 1:
+        result["device_ms_per_step"] = _device_split(marks)
+    return result
+
+
+def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Mean ms per step on the device: the step itself, and from its end to the next start."""
+    step = sum(a.elapsed_time(b) for a, b in marks) / len(marks)
+    between = [marks[i][1].elapsed_time(marks[i + 1][0]) for i in range(len(marks) - 1)]
+    return {"step": round(step, 2), "between": round(sum(between) / len(between), 2)}
 
 
 def _consumer(cfg: FeedConfig) -> Consumer:

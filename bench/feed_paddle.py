@@ -64,5 +64,11 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
 
         return shared_partition(gpu_device_id(), cfg.loader_sms, cfg.sm_fine).summary()
 
+    def mark() -> Any:
+        event = paddle.device.Event(enable_timing=True)
+        event.record()
+        return event
+
     name = f"paddle {paddle.__version__} train.loop.train_step ({cfg.device})"
-    return Consumer(name, step, fence, batches, fixed, stream, partition)
+    return Consumer(name, step, fence, batches, fixed, stream, partition,
+                    mark if cfg.device == "gpu" else None)  # fmt: skip

@@ -139,11 +139,16 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
             holder.hold(clips, on_gpu=True)
             yield x, y
 
+    def mark() -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
     kind = "CUDA-graphed " if cfg.graph else ""
     name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "
             "no CUDA build of Paddle on this machine")  # fmt: skip
     return Consumer(name, step, fence, batches, fixed, stream,
-                    lambda: partition(cfg.loader_sms).summary())  # fmt: skip
+                    lambda: partition(cfg.loader_sms).summary(), mark)  # fmt: skip
 
 
 def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any, side: Any) -> Any:

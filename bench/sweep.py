@@ -51,8 +51,13 @@ def _host(phase: dict) -> str:
     h = phase.get("host_ms_per_step")
     if not h:
         return ""
+    d = phase.get("device_ms_per_step")
+    on_device = f"; device ms/step: step {d['step']}, between {d['between']}" if d else ""
+    hybrid = phase.get("hybrid_wait_s")
+    waits = f"; hybrid waited GPU {hybrid['gpu']} s, CPU {hybrid['cpu']} s" if hybrid else ""
     return (f", host ms/step: data {h['data']} ({h['data_cpu']} CPU), "
-            f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}")  # fmt: skip
+            f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}"
+            f"{on_device}{waits}")  # fmt: skip
 
 
 def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -257,3 +257,26 @@ def test_torch_stand_in_hand_over_never_waits_for_the_gpu() -> None:
     assert torch.equal(first, again)
     expected = chunk[:, :, :, :, 0].float() - 114.77
     assert torch.allclose(again[:4, 0], expected)
+
+
+def test_device_split_from_timing_marks() -> None:
+    """bench feed's device view of a period: each step's own time, and the time between steps."""
+    from bench.feed import _device_split
+    from bench.sweep import _host
+
+    class Stamp:  # a timing event that completed at `ms` (elapsed_time as CUDA events give it)
+        def __init__(self, ms: float) -> None:
+            self.ms = ms
+
+        def elapsed_time(self, later: Stamp) -> float:
+            return later.ms - self.ms
+
+    marks = [(Stamp(0), Stamp(60)), (Stamp(65), Stamp(125)), (Stamp(129), Stamp(190))]
+    split = _device_split(marks)
+    assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5}
+    phase = {"host_ms_per_step": {"data": 1, "data_cpu": 1, "launch": 2, "launch_cpu": 2,
+                                  "fence": 3}, "device_ms_per_step": split,
+             "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25}}  # fmt: skip
+    line = _host(phase)
+    assert "device ms/step: step 60.33, between 4.5" in line
+    assert "hybrid waited GPU 1.5 s, CPU 0.25 s" in line
