@@ -1,13 +1,13 @@
 """Run an iterator in a thread of its own, a few items ahead of the thread that consumes it.
 
-Why (docs/BENCHMARKS.md, "Third round"): beside training, the fed rate stayed at ~2,000 clips/s
-whatever the decoders were given, and the training thread spends most of each step in the loader:
-taking each pipeline's output, checking its plan lines (a device-to-host copy that waits for the
-pipeline's GPU work), feeding the next request and, for the CPU backend, reading and trimming
-the videos. With `LoaderConfig.thread_ahead` those happen in a loader thread while the training
-thread hands the previous batch over and launches its step (DALI releases the GIL while it
-waits). Only the DALI side moves: the hand-over to Paddle/PyTorch stays in the consumer's thread,
-on its stream.
+Why: the training thread spends part of each step in the loader: taking each pipeline's output,
+checking its plan lines (a device-to-host copy that waits for the pipeline's GPU work), feeding
+the next request and, for the CPU backend, reading and trimming the videos. With
+`LoaderConfig.thread_ahead` those happen in a loader thread while the training thread hands the
+previous batch over and launches its step (DALI releases the GIL while it waits). Only the DALI
+side moves: the hand-over to Paddle/PyTorch stays in the consumer's thread, on its stream.
+Measured on an H200 (docs/BENCHMARKS.md, "Fourth round") it did not raise the fed rate (0.890-0.908
+with 2 or 4 batches ahead against 0.894-0.907 without), so it is off by default.
 
 The worker owns the source: it iterates it, and closes it (so a backend sees an abandoned epoch
 in the thread that ran it) when the consumer stops early. An exception in the source is raised
