@@ -387,6 +387,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="fine",
               show_default=True, help="--loader-sms: SM by SM (as ucf3d train), or in the GPU's "
               "partition granularity (8 SMs on Hopper; keeps wide thread-block clusters).")
+@click.option("--unfed-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file of the step-alone figures: reuse them when this step (same model, "
+              "batch, partition, timing...) was measured before, else measure and add them.")
 @click.option("--keep-last", is_flag=True,
               help="Keep each epoch's last, partial batch (by default it is dropped, so that every "
               "fed step has --batch-size clips, like the step alone).")

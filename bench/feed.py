@@ -20,15 +20,22 @@ non-blocking stream of their own (`stream="side"`, as `ucf3d train` does; "defau
 first measurements: see docs/BENCHMARKS.md). With `loader_sms`, the fed steps run on a green
 context holding all but that many SMs (loader.greenctx), and the step alone is timed there too
 ("unfed_partitioned"); the ratio stays against the step alone on the whole device.
+
+A sweep spends half its device time on the step alone, which only the step's settings change.
+With `unfed_cache` (a JSON file), a run whose step settings were measured before reuses those
+figures and says so (`unfed_reused`: the file, and when they were measured); the step still runs
+alone for a few seconds first, so cuDNN picks its kernels as in a full run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from bench.measure import GpuSampler, cpu_seconds, gpu_name
@@ -57,6 +64,9 @@ class FeedConfig:
     # chooses (loader.greenctx.default_loader_sms)
     loader_sms: int | None = None
     sm_fine: bool = True  # split SM by SM (as ucf3d train), not in the GPU's granularity
+    # a JSON file of unfed figures by step settings: a run whose step was measured alone before
+    # (same settings, e.g. earlier in a sweep) reuses them instead of measuring them again
+    unfed_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -112,7 +122,11 @@ def run_feed(cfg: FeedConfig) -> dict:
     if why_not:  # as ucf3d train does: the whole GPU, said so
         log.warning("steps on every SM: %s", why_not)
         cfg = replace(cfg, loader_sms=0)
-    whole = _unfed_apart(cfg) if cfg.loader_sms else None  # before this process uses the GPU
+    key = _unfed_key(cfg)
+    cached = _read_cache(cfg.unfed_cache).get(key) if cfg.unfed_cache else None
+    whole = cached["unfed"] if cached else None
+    if whole is None and cfg.loader_sms:
+        whole = _unfed_apart(cfg)  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
     result: dict[str, Any] = {
@@ -130,13 +144,19 @@ def run_feed(cfg: FeedConfig) -> dict:
     }
     if why_not:
         result["loader_sms_unavailable"] = why_not
+    if cached:  # the step still runs alone first, so cuDNN picks its kernels as in a full run
+        _unfed(replace(cfg, seconds=REUSE_WARM_S, warmup=REUSE_WARM_S), consumer, cfg.loader_sms)
+        result["unfed_reused"] = {"from": str(cfg.unfed_cache), "measured": cached["measured"]}
     if whole is None:
         whole = _unfed(cfg, consumer, 0)
     result["unfed"] = whole  # the step alone on the whole device: what the ratio is against
     if cfg.loader_sms:  # what the partition alone costs
-        result["unfed_partitioned"] = _unfed(cfg, consumer, cfg.loader_sms)
+        part = cached["unfed_partitioned"] if cached else _unfed(cfg, consumer, cfg.loader_sms)
+        result["unfed_partitioned"] = part
         result["loader_sms"] = {"asked": cfg.loader_sms, "auto": auto, "fine": cfg.sm_fine,
                                 **consumer.partition()}  # fmt: skip
+    if cfg.unfed_cache and not cached:
+        _write_cache(cfg.unfed_cache, key, result)
     with consumer.stream(cfg.loader_sms), ClipLoader(lc) as loader, GpuSampler() as gpu:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
         waited = getattr(loader.backend, "waited", None)  # hybrid: which path held the host
@@ -145,6 +165,40 @@ def run_feed(cfg: FeedConfig) -> dict:
     result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
+
+
+REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures
+
+
+def _unfed_key(cfg: FeedConfig) -> str:
+    """Everything the step alone depends on (not the loader's decode settings)."""
+    lc = cfg.loader
+    return json.dumps({
+        "device": gpu_name() if cfg.device == "gpu" else "cpu", "consumer": cfg.consumer,
+        "model": cfg.model, "amp": cfg.amp, "graph": cfg.graph, "stream": cfg.stream,
+        "in_flight": cfg.in_flight, "cuda_sync": cfg.cuda_sync, "loader_sms": cfg.loader_sms,
+        "sm_fine": cfg.sm_fine, "seconds": cfg.seconds, "warmup": cfg.warmup,
+        "batch_size": lc.batch_size, "clip_len": lc.clip_len, "size": lc.size,
+        "dtype": lc.dtype,
+    }, sort_keys=True)  # fmt: skip
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not an unfed cache ({e}); delete it to measure again") from e
+
+
+def _write_cache(path: Path, key: str, result: dict) -> None:
+    cache = _read_cache(path)
+    cache[key] = {"unfed": result["unfed"], "unfed_partitioned": result.get("unfed_partitioned"),
+                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    tmp.replace(path)
 
 
 def _unfed(cfg: FeedConfig, consumer: Consumer, loader_sms: int) -> dict:

@@ -38,6 +38,7 @@ def _summary(r: dict) -> str:
         f, u = r["fed"], r["unfed"]
         part = r.get("unfed_partitioned")
         alone = f" (partition alone {part['clips_per_s']})" if part else ""
+        alone += " [unfed reused]" if r.get("unfed_reused") else ""
         return (f"{r['label']}: fed {f['clips_per_s']} / unfed {u['clips_per_s']}{alone} = "
                 f"{r['fed_vs_unfed']}, wait {f['data_wait_pct']} %, "
                 f"NVDEC {f.get('nvdec_util_mean')} %, SM {f.get('sm_util_mean')} %, "

@@ -141,6 +141,32 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
         assert 0 <= host["data_cpu"] <= host["data"] + 1 and host["launch"] > 0
 
 
+def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Path) -> None:
+    """--unfed-cache: the first run measures the step alone and keeps it; a run with the same step
+    settings reuses it (and says so), one with other step settings measures again."""
+    cache = tmp_path / "unfed.json"
+    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
+            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
+            "--batch-size", "2", "--clip-size", "32", "--threads", "2", "--seconds", "1",
+            "--warmup", "0", "--amp", "none", "--unfed-cache", str(cache)]  # fmt: skip
+    runs = []
+    for extra in ([], ["--prefetch", "3"], ["--batch-size", "3"]):  # loader-only, then step change
+        res = CliRunner().invoke(main, args + extra)
+        assert res.exit_code == 0, res.output
+        runs.append(json.loads(res.output.strip().splitlines()[-1]))
+    first, same_step, other_step = runs
+    assert "unfed_reused" not in first and "unfed_reused" not in other_step
+    assert same_step["unfed_reused"]["from"] == str(cache)
+    assert same_step["unfed"] == first["unfed"]
+    assert same_step["fed_vs_unfed"] == round(
+        same_step["fed"]["clips_per_s"] / first["unfed"]["clips_per_s"], 3
+    )
+    assert len(json.loads(cache.read_text())) == 2  # batch 2 and batch 3
+    cache.write_text("{not json")
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and f"Error: {cache}: not an unfed cache" in res.output
+
+
 def test_bench_feed_refuses_a_batch_no_epoch_fills(prepared) -> None:
     """With the partial batch dropped, a batch larger than an epoch would feed nothing, for ever."""
     args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
