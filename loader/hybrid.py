@@ -10,8 +10,11 @@ pageable memory would hold the host until the training steps queued before it ha
 
 The share of an epoch is fixed when that epoch is first planned (the NVDEC pipelines hold
 several epochs' file lists ahead: loader.gpu), and recorded, so a batch is always cut the same
-way. With `cpu_share=None` the share adapts: after each epoch, whichever path the consumer waited
-on longer gives up a step of the share to the other, for the epochs planned from then on.
+way. With `cpu_share=None` the share adapts: when new epochs are planned, whichever path the
+consumer waited on longer since the last plan gives up one step of the share to the other. One
+step per plan, not per epoch run: the epochs run between two plans were all cut with shares
+chosen before, so stepping after each of them would push the share to a bound before the first
+change could show (on the benchmark footage, hundreds of 1-batch epochs share a plan).
 
 Measured on an H200 with 16 cores (docs/BENCHMARKS.md, "Fourth round"), 1/8 of every batch on 6
 threads fed the training step at 0.935 of its unfed speed at short side 128, against 0.907 for
@@ -69,13 +72,18 @@ class HybridBackend:
         self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.waited = {"gpu": 0.0, "cpu": 0.0}  # seconds the consumer waited on each path, in all
+        self._since = {"gpu": 0.0, "cpu": 0.0}  # the same over whole epochs since the last plan
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(  # its clips on the GPU; its feed runs on into the next epochs
             cfg, dataset, lambda e: self._tails(planner(e)), device=self.gpu.device_id
         )
 
     def _share_of(self, epoch: int) -> float:
-        return self.shares.setdefault(epoch, self.share)
+        """The share `epoch` is cut with, fixed when it is first planned."""
+        if epoch not in self.shares:
+            self._adapt()
+            self.shares[epoch] = self.share
+        return self.shares[epoch]
 
     def _parts(self, batches: list[PlanBatch]) -> list[tuple[PlanBatch, PlanBatch | None]]:
         """(GPU head, CPU tail or None) of each of an epoch's batches, cut with its share."""
@@ -117,16 +125,23 @@ class HybridBackend:
             cpu.close()
             self.waited["gpu"] += wait_gpu
             self.waited["cpu"] += wait_cpu
-        self._adapt(wait_gpu, wait_cpu)
+        self._record(wait_gpu, wait_cpu)  # a whole epoch: evidence for the next plan
 
-    def _adapt(self, wait_gpu: float, wait_cpu: float) -> None:
-        """cpu_share=None: move a step of the share away from the path waited on longer."""
-        if self.cfg.cpu_share is not None or abs(wait_gpu - wait_cpu) < 1e-3:
+    def _record(self, wait_gpu: float, wait_cpu: float) -> None:
+        self._since["gpu"] += wait_gpu
+        self._since["cpu"] += wait_cpu
+
+    def _adapt(self) -> None:
+        """cpu_share=None: a step of the share away from the path waited on longer since the last
+        plan (none when they are even); called as a new epoch is planned."""
+        gpu, cpu = self._since["gpu"], self._since["cpu"]
+        self._since = {"gpu": 0.0, "cpu": 0.0}
+        if self.cfg.cpu_share is not None or abs(gpu - cpu) < 1e-3:
             return
-        step = STEP if wait_gpu > wait_cpu else -STEP
+        step = STEP if gpu > cpu else -STEP
         self.share = min(MAX_SHARE, max(0.0, self.share + step))
-        log.debug("hybrid: waited GPU %.2f s, CPU %.2f s; share now %.2f", wait_gpu, wait_cpu,
-                  self.share)  # fmt: skip
+        log.debug("hybrid: waited GPU %.2f s, CPU %.2f s since the last plan; share now %.2f",
+                  gpu, cpu, self.share)  # fmt: skip
 
     def close(self) -> None:
         self.gpu.close()

@@ -228,8 +228,9 @@ def test_cpu_decoding_hands_over_on_the_gpu(prepared) -> None:
 
 
 def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:
-    """A planned epoch keeps the share it was cut with; later epochs move towards the path that
-    was waited on less (the backend is built for real; NVDEC pipelines start only in run())."""
+    """A planned epoch keeps the share it was cut with; epochs planned later move one step
+    towards the path that was waited on less since the last plan (the backend is built for real;
+    NVDEC pipelines start only in run())."""
     from loader.hybrid import MAX_SHARE, START_SHARE, STEP, HybridBackend
 
     data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
@@ -242,21 +243,27 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
             assert be.shares == {0: START_SHARE}
             assert [len(h) for h in heads] == [len(split(b, START_SHARE, 2)[0])
                                                 for b in loader.batches(0)]  # fmt: skip
-            be._adapt(wait_gpu=2.0, wait_cpu=0.5)  # waited on NVDEC: give the CPU more
-            assert be.share == START_SHARE + STEP and be._share_of(0) == START_SHARE
+            be._record(wait_gpu=2.0, wait_cpu=0.5)  # waited on NVDEC: give the CPU more...
+            assert be.share == START_SHARE and be._share_of(0) == START_SHARE  # ...when planning
             assert be._share_of(1) == START_SHARE + STEP
-            for _ in range(40):
-                be._adapt(wait_gpu=2.0, wait_cpu=0.0)
+            assert be._share_of(2) == START_SHARE + STEP  # one step per plan, not per epoch
+            for _ in range(5):  # epochs run, all waited on NVDEC, before one new plan
+                be._record(wait_gpu=2.0, wait_cpu=0.0)
+            assert be._share_of(3) == START_SHARE + 2 * STEP
+            for epoch in range(4, 40):
+                be._record(wait_gpu=2.0, wait_cpu=0.0)
+                be._share_of(epoch)
             assert be.share == MAX_SHARE
-            be._adapt(wait_gpu=0.0, wait_cpu=1.0)  # waited on the CPU: give it less
-            assert be.share == MAX_SHARE - STEP
+            be._record(wait_gpu=0.0, wait_cpu=1.0)  # waited on the CPU: give it less
+            assert be._share_of(40) == MAX_SHARE - STEP
+            assert be._share_of(0) == START_SHARE  # planned epochs keep theirs
         finally:
             be.close()
     fixed = LoaderConfig(cpu_share=0.3, **data)
     with ClipLoader(fixed) as loader:
         be = HybridBackend(fixed, loader.dataset, planner=loader.batches)
-        be._adapt(wait_gpu=5.0, wait_cpu=0.0)
-        assert be.share == 0.3
+        be._record(wait_gpu=5.0, wait_cpu=0.0)
+        assert be._share_of(1) == 0.3
         be.close()
 
 
