@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
-_WARNED: set[str] = set()
+# one step stream per (GPU, SMs asked for the loader, split) for the whole run: a new stream each
+# epoch would also get its own pool in Paddle's stream-safe allocator
+_STREAMS: dict[tuple[int, int, bool], tuple[Any, int]] = {}
 
 
 @contextlib.contextmanager
@@ -66,24 +68,10 @@ def compute_stream(
     if device != "gpu" or (kind == "default" and not loader_sms):
         yield
         return
-    stream, partitioned = None, 0  # partitioned: the SMs actually left to the loader
-    if loader_sms:
-        from loader.greenctx import GreenContextError, shared_partition
-
-        try:
-            part = shared_partition(gpu_device_id(), loader_sms, sm_fine)
-        except GreenContextError as e:
-            if strict:
-                raise RuntimeError(f"--loader-sms {loader_sms}: {e}") from e
-            if str(e) not in _WARNED:  # once per run, not every epoch
-                _WARNED.add(str(e))
-                log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)
-        else:
-            with part.current():
-                stream = paddle.device.Stream()  # made by the runtime in the green context
-            partitioned = part.device_sms - part.sms
-    if stream is None:
-        stream = paddle.device.Stream()
+    key = (gpu_device_id(), loader_sms, sm_fine)
+    if key not in _STREAMS:
+        _STREAMS[key] = _step_stream(loader_sms, sm_fine, strict)
+    stream, partitioned = _STREAMS[key]  # partitioned: the SMs actually left to the loader
     stream.wait_stream(paddle.device.current_stream())
     with paddle.device.stream_guard(stream):
         try:
@@ -94,6 +82,27 @@ def compute_stream(
                 raise RuntimeError(hint) from e
             raise
     stream.synchronize()
+
+
+def _step_stream(loader_sms: int, sm_fine: bool, strict: bool) -> tuple[Any, int]:
+    """compute_stream's stream (in the green context with `loader_sms`), and the SMs it leaves."""
+    stream, partitioned = None, 0
+    if loader_sms:
+        from loader.greenctx import GreenContextError, shared_partition
+
+        try:
+            part = shared_partition(gpu_device_id(), loader_sms, sm_fine)
+        except GreenContextError as e:
+            if strict:
+                raise RuntimeError(f"--loader-sms {loader_sms}: {e}") from e
+            log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)  # once
+        else:
+            with part.current():
+                stream = paddle.device.Stream()  # made by the runtime in the green context
+            partitioned = part.device_sms - part.sms
+    if stream is None:
+        stream = paddle.device.Stream()
+    return stream, partitioned
 
 
 def gpu_device_id() -> int:
