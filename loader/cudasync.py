@@ -19,6 +19,8 @@ from __future__ import annotations
 import ctypes
 import logging
 
+from .cudadrv import device, libcuda
+
 log = logging.getLogger(__name__)
 
 SCHEDULES = {"auto": 0x0, "spin": 0x1, "yield": 0x2, "blocking": 0x4}  # CU_CTX_SCHED_*
@@ -33,14 +35,8 @@ def set_schedule(mode: str, device_id: int = 0) -> str:
     """
     if mode not in SCHEDULES:
         raise ValueError(f"cuda sync mode must be one of {', '.join(SCHEDULES)}, got {mode!r}")
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return "unavailable"
-    if cuda.cuInit(0) != 0:
-        return "unavailable"
-    dev = ctypes.c_int()
-    if cuda.cuDeviceGet(ctypes.byref(dev), device_id) != 0:
+    cuda, dev = libcuda(), device(device_id)
+    if cuda is None or dev is None:
         return "unavailable"
     flags, active = ctypes.c_uint(), ctypes.c_int()
     get_state = cuda.cuDevicePrimaryCtxGetState

@@ -34,6 +34,8 @@ import functools
 import logging
 from collections.abc import Iterator
 
+from .cudadrv import libcuda
+
 log = logging.getLogger(__name__)
 
 _SM = 1  # CU_DEV_RESOURCE_TYPE_SM
@@ -71,10 +73,9 @@ class GreenContextError(RuntimeError):
 
 @functools.cache  # a failure is not cached: it raises
 def _driver() -> ctypes.CDLL:
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError as e:
-        raise GreenContextError(f"no CUDA driver ({e})") from e
+    cuda = libcuda()
+    if cuda is None:
+        raise GreenContextError("no CUDA driver (libcuda.so.1 cannot be loaded)")
     missing = [name for name in _NEEDED if not hasattr(cuda, name)]
     if missing:
         raise GreenContextError(

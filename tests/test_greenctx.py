@@ -105,3 +105,17 @@ def test_partition_hint_names_the_way_out() -> None:
     assert hint and "CUDNN_STATUS_EXECUTION_FAILED" in hint and "--loader-sms 0" in hint
     assert partition_hint(err, 0) is None  # no partition: the error as it is
     assert partition_hint(ValueError("loss is nan"), 2) is None  # unrelated errors untouched
+
+
+def test_one_driver_handle_for_every_user() -> None:
+    """loader.cudadrv opens libcuda once; without a driver each user says so its own way."""
+    from loader.cudadrv import device, libcuda
+    from loader.cudasync import set_schedule
+
+    assert libcuda() is libcuda()
+    if libcuda() is None:  # this machine: no NVIDIA driver
+        assert device(0) is None
+        assert set_schedule("blocking") == "unavailable"
+        assert unavailable() == "no CUDA driver (libcuda.so.1 cannot be loaded)"
+    else:  # a GPU machine: its first GPU is there
+        assert device(0) is not None

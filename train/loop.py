@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import math
@@ -143,13 +142,13 @@ def check_gpu_decode(decode: str) -> None:
     assert."""
     if decode == "cpu":
         return
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError as e:
+    from loader.cudadrv import libcuda
+
+    if libcuda() is None:
         raise RuntimeError(
             f"--decode {decode} needs an NVIDIA GPU and its driver (libcuda.so.1 cannot be "
             "loaded here); use --decode cpu"
-        ) from e
+        )
 
 
 class ClipSource(Protocol):

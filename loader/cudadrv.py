@@ -1,0 +1,31 @@
+"""The CUDA driver (libcuda) through ctypes, opened once for the modules that need it.
+
+loader.cudasync sets the primary context's scheduling flag, loader.greenctx partitions the SMs,
+and train.loop checks that NVDEC decoding can have a driver at all. They share this one handle
+and its cuInit; no build step and no dependency, and a machine without NVIDIA's driver gets None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+
+@functools.cache
+def libcuda() -> ctypes.CDLL | None:
+    """NVIDIA's driver library, or None where it cannot be loaded (CPU machines)."""
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
+def device(device_id: int) -> ctypes.c_int | None:
+    """The CUdevice of GPU `device_id` after cuInit, or None without a driver or that device."""
+    cuda = libcuda()
+    if cuda is None or cuda.cuInit(0) != 0:
+        return None
+    dev = ctypes.c_int()
+    if cuda.cuDeviceGet(ctypes.byref(dev), device_id) != 0:
+        return None
+    return dev
