@@ -307,6 +307,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="GPU: clips per pipeline iteration."),
         click.option("--gpu-threads", type=click.IntRange(1), default=2, show_default=True,
                      help="GPU: CPU threads per NVDEC pipeline."),
+        click.option("--check-lag", type=click.IntRange(0), default=0, show_default=True,
+                     help="GPU: check each chunk's plan lines this many chunks later (0: at once; "
+                     "reading them waits for the chunk's GPU work)."),
         click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help="hybrid: share of each batch decoded on the CPU (default: adapted)."),
         click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -331,7 +334,8 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
         thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),
         gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
-        gpu_threads=opts.pop("gpu_threads"), cpu_share=opts.pop("cpu_share"),
+        gpu_threads=opts.pop("gpu_threads"), gpu_check_lag=opts.pop("check_lag"),
+        cpu_share=opts.pop("cpu_share"),
         cache_dir=opts.pop("cache"),
     )  # fmt: skip
 

@@ -80,6 +80,9 @@ class LoaderConfig:
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
     gpu_threads: int = 2  # GPU path: CPU threads per pipeline
     gpu_segment_clips: int = 50_000  # GPU path: epochs planned ahead per pipeline build
+    # GPU path: check each chunk's file-list lines (plan order) this many chunks after it is taken
+    # (0: at once; reading them waits for the chunk's GPU work, which a few chunks later is done)
+    gpu_check_lag: int = 0
     # hybrid: the share of every batch the CPU backend decodes (its last clips); None: adapt it
     # to the measured rates of the two paths (loader.hybrid)
     cpu_share: float | None = None
@@ -122,6 +125,8 @@ class LoaderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.thread_ahead < 0:
             raise ValueError(f"thread_ahead must be >= 0, got {self.thread_ahead}")
+        if self.gpu_check_lag < 0:
+            raise ValueError(f"gpu_check_lag must be >= 0, got {self.gpu_check_lag}")
         if not 0 <= self.loader_nice <= 19:
             raise ValueError(f"loader_nice must be in 0..19, got {self.loader_nice}")
         if self.clips_on == "host" and self.decode != "cpu":

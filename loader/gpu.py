@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -127,8 +128,11 @@ class _Segment:
         pipes: list[Any],
         depth: int,
         batch: int,
+        check_lag: int = 0,
     ) -> None:
         self.batch = batch  # reader batch (every chunk is padded to it)
+        self.check_lag = check_lag  # chunks taken before a chunk's lines are checked
+        self._unchecked: deque[tuple[int, int, Any]] = deque()  # (pipeline, first line, ids)
         self.epochs = epochs  # the planned batches of each epoch of the segment
         self.chunks = chunks  # per epoch: its chunks (requests), in plan order
         self.pipes = pipes
@@ -149,10 +153,26 @@ class _Segment:
         )
 
     def take(self) -> Any:
-        """The next chunk's clips; checks they are the planned lines, keeps the queue full."""
+        """The next chunk's clips; keeps the queue full. Every chunk's file-list lines are checked
+        against the plan, `check_lag` chunks later (0: now). Reading them copies them to the host,
+        which waits for the chunk's GPU work; a few chunks later that work is long done."""
         p, n_pipes = self.k % len(self.pipes), len(self.pipes)
         clips, ids = self.pipes[p].outputs()
-        line = (self.k // n_pipes) * self.batch  # first file-list line of this chunk
+        self._unchecked.append((p, (self.k // n_pipes) * self.batch, ids))
+        while len(self._unchecked) > self.check_lag:
+            self._check(*self._unchecked.popleft())
+        if self.scheduled[p] < self.total[p]:
+            self.pipes[p].schedule_run()
+            self.scheduled[p] += 1
+        self.k += 1
+        return clips
+
+    def check_all(self) -> None:
+        """Check the chunks taken and not yet checked (the segment is done with)."""
+        while self._unchecked:
+            self._check(*self._unchecked.popleft())
+
+    def _check(self, p: int, line: int, ids: Any) -> None:
         ids = ids.as_cpu() if hasattr(ids, "as_cpu") else ids
         got = np.asarray(ids.as_array()).reshape(-1)
         if not np.array_equal(got, np.arange(line, line + self.batch)):
@@ -160,11 +180,6 @@ class _Segment:
                 f"NVDEC pipeline {p} returned file-list lines {got.tolist()} where lines "
                 f"{line}..{line + self.batch - 1} were due: clips out of plan order"
             )
-        if self.scheduled[p] < self.total[p]:
-            self.pipes[p].schedule_run()
-            self.scheduled[p] += 1
-        self.k += 1
-        return clips
 
 
 class GpuBackend:
@@ -228,7 +243,7 @@ class GpuBackend:
             len(pipes),
             time.perf_counter() - t0,
         )
-        return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch)
+        return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch, self.cfg.gpu_check_lag)
 
     def _build(self, chunks: list[np.ndarray]) -> tuple[list[Any], int]:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
@@ -324,6 +339,8 @@ class GpuBackend:
         """The segment holding `batches` as its next epoch: current, prepared, or new."""
         if self._segment is not None and self._segment.matches(batches):
             return self._segment
+        if self._segment is not None:  # done with: its last chunks' lines still count
+            self._segment.check_all()
         if self._next is not None:
             seg = self._next.result()
             self._next = None
@@ -335,12 +352,16 @@ class GpuBackend:
         return self._segment
 
     def close(self) -> None:
-        self._segment = None
-        if self._next is not None:
-            self._next.cancel()
-            self._next = None
-        self._pool.shutdown(wait=True)
-        self._tmp.cleanup()
+        segment, self._segment = self._segment, None
+        try:
+            if segment is not None:
+                segment.check_all()  # a fault in the last chunks is raised, after the clean-up
+        finally:
+            if self._next is not None:
+                self._next.cancel()
+                self._next = None
+            self._pool.shutdown(wait=True)
+            self._tmp.cleanup()
 
     def _diagnose(self, error: RuntimeError, req: np.ndarray) -> LoaderError:
         text = str(error)
