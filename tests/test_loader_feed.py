@@ -117,13 +117,17 @@ def test_clips_are_handed_over_where_the_model_runs(world: dict) -> None:  # noq
     assert clips_on_for("cpu", "gpu") == clips_on_for("cpu", "hybrid") == "gpu"
 
 
+def _cpu_feed(prepared, *extra: str, seconds: str = "1", warmup: str = "0") -> list[str]:  # noqa: ANN001
+    """`ucf3d bench feed` arguments for a tiny Paddle step on the CPU (batch 2, 32-pixel clips)."""
+    return ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
+            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
+            "--batch-size", "2", "--clip-size", "32", "--threads", "2", "--seconds", seconds,
+            "--warmup", warmup, "--amp", "none", *extra]  # fmt: skip
+
+
 def test_bench_feed_runs_on_cpu(prepared) -> None:
     """`ucf3d bench feed` end to end with the project's Paddle step on the CPU: one JSON line."""
-    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
-            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
-            "--batch-size", "2", "--clip-size", "32", "--threads", "2", "--seconds", "2",
-            "--warmup", "1", "--amp", "none"]  # fmt: skip
-    res = CliRunner().invoke(main, args)
+    res = CliRunner().invoke(main, _cpu_feed(prepared, seconds="2", warmup="1"))
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["bench"] == "feed" and out["consumer"].startswith("paddle")
@@ -145,10 +149,7 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
     """--unfed-cache: the first run measures the step alone and keeps it; a run with the same step
     settings reuses it (and says so), one with other step settings measures again."""
     cache = tmp_path / "unfed.json"
-    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
-            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
-            "--batch-size", "2", "--clip-size", "32", "--threads", "2", "--seconds", "1",
-            "--warmup", "0", "--amp", "none", "--unfed-cache", str(cache)]  # fmt: skip
+    args = _cpu_feed(prepared, "--unfed-cache", str(cache))
     runs = []
     for extra in ([], ["--prefetch", "3"], ["--batch-size", "3"]):  # loader-only, then step change
         res = CliRunner().invoke(main, args + extra)
@@ -169,11 +170,7 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
 
 def test_bench_feed_refuses_a_batch_no_epoch_fills(prepared) -> None:
     """With the partial batch dropped, a batch larger than an epoch would feed nothing, for ever."""
-    args = ["bench", "feed", "--split", "1", "--manifests", str(prepared.manifests),
-            "--shards", str(prepared.shards), "--device", "cpu", "--model", "tiny",
-            "--batch-size", "4096", "--clip-size", "32", "--threads", "2", "--seconds", "1",
-            "--warmup", "0", "--amp", "none"]  # fmt: skip
-    res = CliRunner().invoke(main, args)
+    res = CliRunner().invoke(main, _cpu_feed(prepared, "--batch-size", "4096"))
     assert res.exit_code == 1 and "no full batch of 4096 clips" in res.output
     assert "--keep-last" in res.output
 
