@@ -2,7 +2,8 @@
 
 loader.cudasync sets the primary context's scheduling flag, loader.greenctx partitions the SMs,
 and train.loop checks that NVDEC decoding can have a driver at all. They share this one handle
-and its cuInit; no build step and no dependency, and a machine without NVIDIA's driver gets None.
+(cuInit may be called by each: it is idempotent); no build step, no dependency, and a machine
+without NVIDIA's driver gets None.
 """
 
 from __future__ import annotations
