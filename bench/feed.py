@@ -111,7 +111,8 @@ def run_feed(cfg: FeedConfig) -> dict:
     from loader.greenctx import unavailable
 
     lc = cfg.loader
-    if not len(ClipLoader(lc)):  # the fed phase would wait for ever on empty epochs
+    loader = ClipLoader(lc)  # reads the manifest and shards now; decoding starts in the fed phase
+    if not len(loader):  # the fed phase would wait for ever on empty epochs
         raise ValueError(
             f"{lc.manifests}: split {lc.split} {lc.subset} has no full batch of "
             f"{lc.batch_size} clips to feed (use a smaller --batch-size, or --keep-last)"
@@ -157,7 +158,7 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    with consumer.stream(cfg.loader_sms), ClipLoader(lc) as loader, GpuSampler() as gpu:
+    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
         waited = getattr(loader.backend, "waited", None)  # hybrid: which path held the host
         if waited is not None:
