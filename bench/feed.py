@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,12 +161,21 @@ def run_feed(cfg: FeedConfig) -> dict:
         _write_cache(cfg.unfed_cache, key, result)
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
-        waited = getattr(loader.backend, "waited", None)  # hybrid: which path held the host
-        if waited is not None:
-            fed["hybrid_wait_s"] = {k: round(v, 2) for k, v in waited.items()}  # warm-up too
+        fed.update(hybrid_report(loader.backend))
     result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
+
+
+def hybrid_report(backend: Any) -> dict[str, Any]:
+    """A hybrid backend's waits on each path (warm-up included) and its shares (share -> epochs
+    planned with it); nothing for the other backends."""
+    waited = getattr(backend, "waited", None)
+    if waited is None:
+        return {}
+    shares = Counter(backend.shares.values())
+    return {"hybrid_wait_s": {k: round(v, 2) for k, v in waited.items()},
+            "hybrid_shares": {f"{share:g}": n for share, n in sorted(shares.items())}}  # fmt: skip
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures

@@ -56,6 +56,8 @@ def _host(phase: dict) -> str:
     on_device = f"; device ms/step: step {d['step']}, between {d['between']}" if d else ""
     hybrid = phase.get("hybrid_wait_s")
     waits = f"; hybrid waited GPU {hybrid['gpu']} s, CPU {hybrid['cpu']} s" if hybrid else ""
+    shares = phase.get("hybrid_shares")  # share -> epochs planned with it
+    waits += f", CPU shares {shares}" if shares else ""
     return (f", host ms/step: data {h['data']} ({h['data_cpu']} CPU), "
             f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}"
             f"{on_device}{waits}")  # fmt: skip

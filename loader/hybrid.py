@@ -10,15 +10,27 @@ pageable memory would hold the host until the training steps queued before it ha
 
 The share of an epoch is fixed when that epoch is first planned (the NVDEC pipelines hold
 several epochs' file lists ahead: loader.gpu), and recorded, so a batch is always cut the same
-way. With `cpu_share=None` the share adapts: when new epochs are planned, whichever path the
-consumer waited on longer since the last plan gives up one step of the share to the other. One
-step per plan, not per epoch run: the epochs run between two plans were all cut with shares
-chosen before, so stepping after each of them would push the share to a bound before the first
-change could show (on the benchmark footage, hundreds of 1-batch epochs share a plan).
+way. With `cpu_share=None` the share adapts, in whole NVDEC chunks (`gpu_batch` clips: the cut
+falls on a chunk boundary, so a smaller step would not change it). It starts at one chunk (1/8 of
+a 128-clip batch) and moves at most one chunk each time new epochs are planned, judged on the
+waits of the epochs run since the last plan: the consumer waits on the NVDEC part first, then
+on the CPU part. Beside training the NVDEC wait never falls to zero (its GPU work queues behind
+the steps, whatever the share), so the CPU path is judged against it: it holds the consumer
+longer than 3/4 of the NVDEC wait -> one chunk less, and the share never climbs back to where
+it was (with no CPU part there is no CPU wait, so without that bound a share too large for the
+CPU would be tried again every other plan); under 1/4 -> one chunk more; in between, or when the
+consumer hardly waited at all (under 1 % of the time), the share stays. One step per
+plan, not per epoch run: the epochs run between two plans were all cut with shares chosen
+before, so stepping after each of them would push the share to a bound before the first change
+could show (on the benchmark footage, hundreds of 1-batch epochs share a plan).
 
-Measured on an H200 with 16 cores (docs/BENCHMARKS.md, "Fourth round"), 1/8 of every batch on 6
-threads fed the training step at 0.935 of its unfed speed at short side 128, against 0.907 for
-NVDEC alone (one run each). It is an option (`decode="hybrid"`), not yet the default.
+Measured on an H200 with 16 cores (docs/BENCHMARKS.md, fourth and fifth rounds), 1/8 of every
+batch on 6 CPU threads fed the training step at 0.930-0.938 of its unfed speed at short side 128
+(four runs), against 0.90-0.92 for NVDEC alone; at short side 240 the CPU part could not keep up
+(0.65-0.76 against 0.79-0.83 for NVDEC alone). Every fixed share measured there sits on the side
+of the two bands that steps it towards the best measured share (1/8 at 128, none at 240); the
+adapting itself has only been run on CPUs, because the benchmark footage's 12 s runs never leave
+the first plan. It is an option (`decode="hybrid"`), not the default.
 """
 
 from __future__ import annotations
@@ -37,8 +49,9 @@ from .source import Dataset
 
 log = logging.getLogger(__name__)
 
-START_SHARE = 0.25  # cpu_share=None starts here and adapts
-STEP, MAX_SHARE = 0.05, 0.75
+# cpu_share=None: the CPU path's wait against the NVDEC path's, since the last plan (module doc)
+LESS_ABOVE, MORE_BELOW = 0.75, 0.25
+IDLE = 0.01  # both waits together under this share of the time: the loader is not what limits
 
 
 def split(batch: PlanBatch, share: float, gpu_batch: int) -> tuple[PlanBatch, PlanBatch | None]:
@@ -69,10 +82,13 @@ class HybridBackend:
         planner: Callable[[int], list[PlanBatch]],
     ) -> None:
         self.cfg = cfg
-        self.share = START_SHARE if cfg.cpu_share is None else cfg.cpu_share
+        self.chunk = min(1.0, cfg.gpu_batch / cfg.batch_size)  # the share's step: one NVDEC chunk
+        self.max_share = max(0.0, 1.0 - self.chunk)  # at least one chunk stays on NVDEC (split())
+        self.share = min(self.chunk, self.max_share) if cfg.cpu_share is None else cfg.cpu_share
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.waited = {"gpu": 0.0, "cpu": 0.0}  # seconds the consumer waited on each path, in all
-        self._since = {"gpu": 0.0, "cpu": 0.0}  # the same over whole epochs since the last plan
+        # the same over whole epochs since the last plan, and the time those epochs took
+        self._since = {"gpu": 0.0, "cpu": 0.0, "wall": 0.0}
         self.gpu = GpuBackend(cfg, dataset, planner=lambda e: self._heads(planner(e)))
         self.cpu = CpuBackend(  # its clips on the GPU; its feed runs on into the next epochs
             cfg, dataset, lambda e: self._tails(planner(e)), device=self.gpu.device_id
@@ -106,6 +122,7 @@ class HybridBackend:
         gpu = self.gpu.run(iter([head for head, _ in parts]))
         cpu = self.cpu.run(iter([tail for _, tail in parts if tail is not None]))
         wait_gpu = wait_cpu = 0.0
+        start = time.perf_counter()
         try:
             for batch, (_, tail) in zip(todo, parts, strict=True):
                 t0 = time.perf_counter()
@@ -125,23 +142,29 @@ class HybridBackend:
             cpu.close()
             self.waited["gpu"] += wait_gpu
             self.waited["cpu"] += wait_cpu
-        self._record(wait_gpu, wait_cpu)  # a whole epoch: evidence for the next plan
+        # a whole epoch: evidence for the next plan
+        self._record(wait_gpu, wait_cpu, time.perf_counter() - start)
 
-    def _record(self, wait_gpu: float, wait_cpu: float) -> None:
+    def _record(self, wait_gpu: float, wait_cpu: float, wall: float) -> None:
         self._since["gpu"] += wait_gpu
         self._since["cpu"] += wait_cpu
+        self._since["wall"] += wall
 
     def _adapt(self) -> None:
-        """cpu_share=None: a step of the share away from the path waited on longer since the last
-        plan (none when they are even); called as a new epoch is planned."""
-        gpu, cpu = self._since["gpu"], self._since["cpu"]
-        self._since = {"gpu": 0.0, "cpu": 0.0}
-        if self.cfg.cpu_share is not None or abs(gpu - cpu) < 1e-3:
+        """cpu_share=None: at most one chunk of the share moved, on the waits since the last plan
+        (module docstring); called as a new epoch is planned."""
+        gpu, cpu, wall = self._since["gpu"], self._since["cpu"], self._since["wall"]
+        self._since = {"gpu": 0.0, "cpu": 0.0, "wall": 0.0}
+        if self.cfg.cpu_share is not None or gpu + cpu <= IDLE * wall:
             return
-        step = STEP if gpu > cpu else -STEP
-        self.share = min(MAX_SHARE, max(0.0, self.share + step))
-        log.debug("hybrid: waited GPU %.2f s, CPU %.2f s since the last plan; share now %.2f",
-                  gpu, cpu, self.share)  # fmt: skip
+        if cpu > LESS_ABOVE * gpu:  # too much for the CPU: never again this much
+            self.share = self.max_share = max(0.0, self.share - self.chunk)
+        elif cpu < MORE_BELOW * gpu:
+            self.share = min(self.max_share, self.share + self.chunk)
+        else:
+            return
+        log.debug("hybrid: waited NVDEC %.2f s, CPU %.2f s in %.1f s since the last plan; "
+                  "share now %.3f", gpu, cpu, wall, self.share)  # fmt: skip
 
     def close(self) -> None:
         self.gpu.close()

@@ -225,42 +225,68 @@ def test_cpu_decoding_hands_over_on_the_gpu(prepared) -> None:
 
 
 def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:
-    """A planned epoch keeps the share it was cut with; epochs planned later move one step
-    towards the path that was waited on less since the last plan (the backend is built for real;
-    NVDEC pipelines start only in run())."""
-    from loader.hybrid import MAX_SHARE, START_SHARE, STEP, HybridBackend
+    """A planned epoch keeps the share it was cut with; epochs planned later move at most one
+    NVDEC chunk, on the CPU path's wait against the NVDEC path's since the last plan, and never
+    back up to a share the CPU could not keep (the backend is built for real; NVDEC pipelines
+    start only in run())."""
+    from bench.feed import hybrid_report
+    from loader.hybrid import HybridBackend
 
     data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
             "num_threads": 2, "decode": "hybrid", "cache_dir": tmp_path / "cache"}  # fmt: skip
-    cfg = LoaderConfig(gpu_batch=2, **data)
+    cfg = LoaderConfig(gpu_batch=2, **data)  # a chunk is 2 of 8 clips: the share moves by 1/4
     with ClipLoader(cfg) as loader:
         be = HybridBackend(cfg, loader.dataset, planner=loader.batches)
         try:
             heads = be._heads(loader.batches(0))  # what the NVDEC file lists would hold
-            assert be.shares == {0: START_SHARE}
-            assert [len(h) for h in heads] == [len(split(b, START_SHARE, 2)[0])
+            assert be.shares == {0: 0.25}  # starts at one chunk
+            assert [len(h) for h in heads] == [len(split(b, 0.25, 2)[0])
                                                 for b in loader.batches(0)]  # fmt: skip
-            be._record(wait_gpu=2.0, wait_cpu=0.5)  # waited on NVDEC: give the CPU more...
-            assert be.share == START_SHARE and be._share_of(0) == START_SHARE  # ...when planning
-            assert be._share_of(1) == START_SHARE + STEP
-            assert be._share_of(2) == START_SHARE + STEP  # one step per plan, not per epoch
-            for _ in range(5):  # epochs run, all waited on NVDEC, before one new plan
-                be._record(wait_gpu=2.0, wait_cpu=0.0)
-            assert be._share_of(3) == START_SHARE + 2 * STEP
-            for epoch in range(4, 40):
-                be._record(wait_gpu=2.0, wait_cpu=0.0)
+            assert len(heads[0]) == 6  # 2 of a full batch's 8 clips go to the CPU
+            be._record(wait_gpu=2.0, wait_cpu=0.2, wall=10.0)  # the CPU part was always ready...
+            assert be.share == 0.25 and be._share_of(0) == 0.25  # ...acted on when planning
+            assert be._share_of(1) == 0.5
+            assert be._share_of(2) == 0.5  # one step per plan, not per epoch
+            for _ in range(5):  # epochs run, each ready on the CPU, before one new plan
+                be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
+            assert be._share_of(3) == 0.75
+            be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
+            assert be._share_of(4) == 0.75  # one chunk always stays on NVDEC
+            be._record(wait_gpu=2.0, wait_cpu=1.0, wall=10.0)  # between 1/4 and 3/4: hold
+            assert be._share_of(5) == 0.75
+            be._record(wait_gpu=0.02, wait_cpu=0.07, wall=10.0)  # under 1 % waited: hold
+            assert be._share_of(6) == 0.75
+            be._record(wait_gpu=2.0, wait_cpu=1.6, wall=10.0)  # the CPU held it: one chunk less
+            assert be._share_of(7) == 0.5
+            for epoch in range(8, 12):  # and never that much again, however ready the CPU
+                be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
+                assert be._share_of(epoch) == 0.5
+            for epoch in range(12, 16):
+                be._record(wait_gpu=1.0, wait_cpu=3.0, wall=10.0)
                 be._share_of(epoch)
-            assert be.share == MAX_SHARE
-            be._record(wait_gpu=0.0, wait_cpu=1.0)  # waited on the CPU: give it less
-            assert be._share_of(40) == MAX_SHARE - STEP
-            assert be._share_of(0) == START_SHARE  # planned epochs keep theirs
+            assert be.share == 0.0
+            be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)  # no CPU part, no CPU wait
+            assert be._share_of(16) == 0.0
+            assert be._share_of(0) == 0.25 and be._share_of(7) == 0.5  # planned epochs keep theirs
+            report = hybrid_report(be)  # what bench feed prints
+            assert report["hybrid_shares"] == {"0": 4, "0.25": 2, "0.5": 7, "0.75": 4}
+            assert report["hybrid_wait_s"] == {"gpu": 0.0, "cpu": 0.0}  # no epoch run yet
+            assert hybrid_report(loader.backend) == {}  # a CPU loader's backend
         finally:
             be.close()
+    whole = LoaderConfig(gpu_batch=8, **data)  # a batch is one chunk: nothing to give the CPU
+    with ClipLoader(whole) as loader:
+        be = HybridBackend(whole, loader.dataset, planner=loader.batches)
+        be._record(wait_gpu=5.0, wait_cpu=0.0, wall=10.0)
+        assert be._share_of(0) == be._share_of(1) == 0.0
+        be.close()
     fixed = LoaderConfig(cpu_share=0.3, **data)
     with ClipLoader(fixed) as loader:
         be = HybridBackend(fixed, loader.dataset, planner=loader.batches)
-        be._record(wait_gpu=5.0, wait_cpu=0.0)
+        be._record(wait_gpu=5.0, wait_cpu=0.0, wall=10.0)
         assert be._share_of(1) == 0.3
+        be._record(wait_gpu=0.0, wait_cpu=5.0, wall=10.0)
+        assert be._share_of(2) == 0.3
         be.close()
 
 
@@ -306,7 +332,8 @@ def test_device_split_from_timing_marks() -> None:
     assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5}
     phase = {"host_ms_per_step": {"data": 1, "data_cpu": 1, "launch": 2, "launch_cpu": 2,
                                   "fence": 3}, "device_ms_per_step": split,
-             "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25}}  # fmt: skip
+             "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25},
+             "hybrid_shares": {"0.125": 7, "0.25": 2}}  # fmt: skip
     line = _host(phase)
     assert "device ms/step: step 60.33, between 4.5" in line
-    assert "hybrid waited GPU 1.5 s, CPU 0.25 s" in line
+    assert "hybrid waited GPU 1.5 s, CPU 0.25 s, CPU shares {'0.125': 7, '0.25': 2}" in line
