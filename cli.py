@@ -312,6 +312,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "reading them waits for the chunk's GPU work)."),
         click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help="hybrid: share of each batch decoded on the CPU (default: adapted)."),
+        click.option("--segment-clips", type=click.IntRange(1), default=50_000,
+                     show_default=True, help="GPU: clips planned ahead per set of NVDEC "
+                     "pipelines (the hybrid's adaptive share moves once per such plan)."),
         click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="GPU: local video cache (default $UCF3D_CACHE, ~/.cache/ucf3d/videos)."),
     ]  # fmt: skip
@@ -335,7 +338,7 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),
         gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
         gpu_threads=opts.pop("gpu_threads"), gpu_check_lag=opts.pop("check_lag"),
-        cpu_share=opts.pop("cpu_share"),
+        cpu_share=opts.pop("cpu_share"), gpu_segment_clips=opts.pop("segment_clips"),
         cache_dir=opts.pop("cache"),
     )  # fmt: skip
 

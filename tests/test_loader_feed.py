@@ -127,10 +127,12 @@ def _cpu_feed(prepared, *extra: str, seconds: str = "1", warmup: str = "0") -> l
 
 def test_bench_feed_runs_on_cpu(prepared) -> None:
     """`ucf3d bench feed` end to end with the project's Paddle step on the CPU: one JSON line."""
-    res = CliRunner().invoke(main, _cpu_feed(prepared, seconds="2", warmup="1"))
+    res = CliRunner().invoke(main, _cpu_feed(prepared, "--segment-clips", "4000", seconds="2",
+                                             warmup="1"))  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["bench"] == "feed" and out["consumer"].startswith("paddle")
+    assert out["loader"]["gpu_segment_clips"] == 4000  # every loader setting is in the line
     assert out["unfed"]["clips_per_s"] > 0 and out["fed"]["clips_per_s"] > 0
     assert out["fed_vs_unfed"] == round(
         out["fed"]["clips_per_s"] / out["unfed"]["clips_per_s"], 3
