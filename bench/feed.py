@@ -86,9 +86,7 @@ class FeedConfig:
 
         if self.loader_sms is not None:
             return self.loader_sms
-        if self.stream == "default":
-            return 0
-        return default_loader_sms(self.device, self.loader.decode)
+        return default_loader_sms(self.device, self.loader.decode, self.stream)
 
 
 @dataclass

@@ -60,11 +60,13 @@ _NEEDED = (
 DEFAULT_LOADER_SMS = 2  # measured best on an H200 (docs/BENCHMARKS.md, "Fed loader", sweeps F-H)
 
 
-def default_loader_sms(device: str, decode: str) -> int:
+def default_loader_sms(device: str, decode: str, stream: str = "side") -> int:
     """SMs to leave to the loader when the user did not say: some when training on the GPU from
-    NVDEC (whose per-frame kernels compete with the step's), none otherwise (CPU decoding puts
-    no kernels on the SMs)."""
-    return DEFAULT_LOADER_SMS if device == "gpu" and decode in ("gpu", "hybrid") else 0
+    NVDEC (whose per-frame kernels compete with the step's) on the steps' own stream, none
+    otherwise (CPU decoding puts no kernels on the SMs; the partition's stream is a side stream,
+    so `stream="default"`, Paddle's own, has none)."""
+    nvdec = device == "gpu" and decode in ("gpu", "hybrid")
+    return DEFAULT_LOADER_SMS if nvdec and stream == "side" else 0
 
 
 class GreenContextError(RuntimeError):

@@ -29,6 +29,7 @@ def test_default_loader_sms_only_for_nvdec_on_the_gpu() -> None:
     assert default_loader_sms("gpu", "gpu") == default_loader_sms("gpu", "hybrid") == 2
     assert default_loader_sms("gpu", "cpu") == 0  # CPU decoding puts no kernels on the SMs
     assert default_loader_sms("cpu", "gpu") == default_loader_sms("cpu", "cpu") == 0
+    assert default_loader_sms("gpu", "gpu", stream="default") == 0  # no partition stream there
 
 
 def test_train_config_resolves_and_checks_loader_sms() -> None:

@@ -58,7 +58,8 @@ class TrainConfig:
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
     step_stream: str = "side"  # GPU steps on a non-blocking stream of their own, or "default"
     # GPU: SMs the step leaves to the loader (a green context holds the rest; loader.greenctx);
-    # None = auto: loader.greenctx.default_loader_sms (2 with NVDEC decoding, else 0); 0 = off
+    # None = auto: loader.greenctx.default_loader_sms (2 with NVDEC decoding on the side stream,
+    # else 0); 0 = off
     loader_sms: int | None = None
     sync_bn: bool = False  # BatchNorm statistics over all ranks (GPU); Hara's were per GPU
     checkpoint_every: int = 10
@@ -119,11 +120,9 @@ class TrainConfig:
         """SMs the training steps leave to the loader: loader_sms, or the automatic choice."""
         if self.loader_sms is not None:
             return self.loader_sms
-        if self.step_stream == "default":
-            return 0
         from loader.greenctx import default_loader_sms
 
-        return default_loader_sms(self.device, self.decode)
+        return default_loader_sms(self.device, self.decode, self.step_stream)
 
     @property
     def depth(self) -> int | None:
