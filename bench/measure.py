@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+@functools.cache  # one nvidia-smi per process (bench feed names the GPU twice: line, cache key)
 def gpu_name() -> str:
     """The first GPU's name from nvidia-smi, or "cpu" where there is none."""
     exe = shutil.which("nvidia-smi")
