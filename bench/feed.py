@@ -160,6 +160,7 @@ def run_feed(cfg: FeedConfig) -> dict:
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
         fed.update(hybrid_report(loader.backend))
+        fed.update(nvdec_report(loader.backend))
     result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
@@ -174,6 +175,14 @@ def hybrid_report(backend: Any) -> dict[str, Any]:
     shares = Counter(backend.shares.values())
     return {"hybrid_wait_s": {k: round(v, 2) for k, v in waited.items()},
             "hybrid_shares": {f"{share:g}": n for share, n in sorted(shares.items())}}  # fmt: skip
+
+
+def nvdec_report(backend: Any) -> dict[str, Any]:
+    """The NVDEC segments' cost (loader.gpu: each one built, the consumer's time at the boundaries,
+    the background shut-downs; warm-up included) for the GPU and hybrid backends; else nothing."""
+    gpu = getattr(backend, "gpu", backend)  # the hybrid's NVDEC part
+    report = getattr(gpu, "segment_report", None)
+    return {"nvdec_segments": report()} if report else {}
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures

@@ -1,6 +1,6 @@
 """GPU-machine checks of the NVDEC backend that need no Paddle: GPU vs CPU clips, DLPack, order.
 
-    python bench/gpu_check.py --manifests M --shards S [--split 1] [--batches 4]
+    python bench/gpu_check.py --manifests M --shards S [--split 1] [--batches 4] [--only segments]
 
 Prints one JSON line per check. For each mode (train, clip, video) the same plan is decoded by
 the CPU backend (libavcodec) and the GPU backend (NVDEC); keys must match exactly and pixels within
@@ -79,29 +79,36 @@ def dlpack(args: argparse.Namespace) -> dict:
 
 
 def segments(args: argparse.Namespace) -> dict:
-    """Many epochs through small segments: every hand-over keeps plan order (checked per chunk)."""
+    """Many epochs through small segments: every hand-over keeps plan order (checked per chunk),
+    and each segment done with is shut down by the retiring thread (loader.gpu)."""
     kw = dict(manifests=args.manifests, shards=args.shards, split=args.split, batch_size=64,
               seed=5, cache_dir=args.cache)
-    gpu = LoaderConfig(decode="gpu", gpu_segment_clips=1500, gpu_pipelines=5, **kw)
+    gpu = LoaderConfig(decode="gpu", gpu_segment_clips=500, gpu_pipelines=5, **kw)
     cpu = LoaderConfig(decode="cpu", num_threads=8, output="uint8", **kw)
     clips = 0
     with ClipLoader(gpu) as loader:
-        for epoch in range(7):
+        for epoch in range(8):  # 216-clip epochs: segments of 3, so two boundaries
             for out, batch in loader.raw_epoch(epoch):
                 planned = loader.batches(epoch)[batch.number]
                 assert batch.keys == planned.keys, "keys out of plan order"
                 clips += len(batch)
-                if epoch == 6 and batch.number == 3:
+                if epoch == 7 and batch.number == 3:
                     last = (batch.keys, _dense(out, len(batch)))
+    report = loader.backend.segment_report()  # after close: every shut-down done
+    built = report["segments"]
+    assert len(built) >= 3 and not built[0]["background"], built
+    assert all(b["background"] for b in built[1:]), built
+    assert report["retire_s"] > 0, report
     with ClipLoader(cpu) as loader:
-        for out, batch in loader.raw_epoch(6):
+        for out, batch in loader.raw_epoch(7):
             if batch.number == 3:
                 ref = _dense(out, len(batch))
                 assert batch.keys == last[0]
                 break
-    return {"check": "segments", "epochs": 7, "clips": clips, "segment_clips": 1500,
-            "pipelines": 5, "mean_abs_diff_vs_cpu_epoch6": round(float(
-                np.abs(ref.astype(np.float32) - last[1].astype(np.float32)).mean()), 4)}
+    return {"check": "segments", "epochs": 8, "clips": clips, "segment_clips": 500,
+            "pipelines": 5, "mean_abs_diff_vs_cpu_epoch7": round(float(
+                np.abs(ref.astype(np.float32) - last[1].astype(np.float32)).mean()), 4),
+            "nvdec_segments": report}
 
 
 def main() -> None:
@@ -111,12 +118,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/ucf3d-cache"))
     ap.add_argument("--split", type=int, default=1)
     ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--only", choices=["segments"], help="run this check alone")
     args = ap.parse_args()
     t0 = time.time()
-    print(json.dumps(dlpack(args)), flush=True)
-    for mode in ("train", "clip", "video"):
-        print(json.dumps(compare(args, mode)), flush=True)
-    print(json.dumps(compare(args, "train", other="hybrid")), flush=True)
+    if not args.only:
+        print(json.dumps(dlpack(args)), flush=True)
+        for mode in ("train", "clip", "video"):
+            print(json.dumps(compare(args, mode)), flush=True)
+        print(json.dumps(compare(args, "train", other="hybrid")), flush=True)
     print(json.dumps(segments(args)), flush=True)
     print(json.dumps({"check": "done", "seconds": round(time.time() - t0, 1)}), flush=True)
 

@@ -58,6 +58,14 @@ def _host(phase: dict) -> str:
     waits = f"; hybrid waited GPU {hybrid['gpu']} s, CPU {hybrid['cpu']} s" if hybrid else ""
     shares = phase.get("hybrid_shares")  # share -> epochs planned with it
     waits += f", CPU shares {shares}" if shares else ""
+    seg = phase.get("nvdec_segments")
+    if seg:
+        built = ", ".join(
+            f"{b['clips']} clips {b['build_s']} s" + (" bg" if b["background"] else "")
+            for b in seg["segments"]
+        )
+        waits += f"; NVDEC segments [{built}], boundaries {seg['switch_s']} s, "
+        waits += f"shut-downs {seg['retire_s']} s"
     return (f", host ms/step: data {h['data']} ({h['data_cpu']} CPU), "
             f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}"
             f"{on_device}{waits}")  # fmt: skip

@@ -13,13 +13,23 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    request, in plan order. The reader returns exactly that window (frame numbers, no shuffling),
    so the GPU gives the clip the plan asked for, like the CPU backend. Starting 24 NVDEC
    pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
-   built and set decoding in the background while the current one runs.
+   built and set decoding in the background while the current one runs; the segment done with
+   is shut down in the background too (below).
 3. Crop windows and flips come from the plan through an external source in each pipeline, and the
    shared `loader.augment.augment` runs on the GPU frames.
 
 A request whose frames are not one contiguous window (loop padding of a video shorter than T) is
 not expressible as a file-list line: such videos are rejected up front, naming the key (extract
 already refuses videos shorter than one clip).
+
+Segment boundaries are where training feels this design: on an H200 one boundary inside a 12 s
+benchmark run cost 0.2 of the fed ratio (0.90 -> 0.72, docs/BENCHMARKS.md, sixth round), while
+runs that never reached one hid it. Two things happen there. The segment done with must stop its
+24 pipelines' threads and free their decoders and buffers, which the training thread did
+itself; it is now handed to a thread of its own. And the next-but-one segment is built: its
+pipelines open every file of their lists, which took the host's cores from the running loader
+all at once; background builds now use `BACKGROUND_BUILD_THREADS`. `GpuBackend.segment_report()`
+says what each boundary cost (`ucf3d bench feed` prints it).
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ from .config import LoaderConfig
 from .source import Dataset, LoaderError, ShardReader
 
 log = logging.getLogger(__name__)
+
+BACKGROUND_BUILD_THREADS = 4  # pipelines built at once for a segment built while another runs
 
 
 def default_cache_dir() -> Path:
@@ -172,6 +184,15 @@ class _Segment:
         while self._unchecked:
             self._check(*self._unchecked.popleft())
 
+    def shutdown(self) -> float:
+        """Stop the pipelines and free their decoders and buffers, here and now rather than in
+        whichever thread drops the last reference; the seconds it took."""
+        t0 = time.perf_counter()
+        pipes, self.pipes = self.pipes, []
+        for pipe in pipes:
+            pipe._shutdown()  # what DALI's Pipeline.__del__ does (DALI 2.4): no public equivalent
+        return time.perf_counter() - t0
+
     def _check(self, p: int, line: int, ids: Any) -> None:
         ids = ids.as_cpu() if hasattr(ids, "as_cpu") else ids
         got = np.asarray(ids.as_array()).reshape(-1)
@@ -217,6 +238,10 @@ class GpuBackend:
         self._segment: _Segment | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-segment")
         self._next: Future | None = None  # the following segment, being built
+        self._retire = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-retire")
+        self.built: list[dict[str, Any]] = []  # per segment: epochs, clips, build_s, background
+        self.switch_s = 0.0  # the consumer's time moving from one segment to the next
+        self.retire_s = 0.0  # background time shutting down segments done with
 
     # -- building --------------------------------------------------------------------------------
     def _chunks(self, batches: list[PlanBatch]) -> list[np.ndarray]:
@@ -224,8 +249,11 @@ class GpuBackend:
         b = self.cfg.gpu_batch
         return [batch.requests[s : s + b] for batch in batches for s in range(0, len(batch), b)]
 
-    def _segment_for(self, first_epoch: int, first: list[PlanBatch]) -> _Segment:
-        """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it."""
+    def _segment_for(
+        self, first_epoch: int, first: list[PlanBatch], background: bool = False
+    ) -> _Segment:
+        """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it (with
+        fewer threads at once in the background, where another segment is feeding training)."""
         epochs = [first]
         clips = sum(len(b) for b in first)
         while self.planner is not None and clips < self.cfg.gpu_segment_clips:
@@ -234,19 +262,20 @@ class GpuBackend:
             clips += sum(len(b) for b in more)
         chunks = [self._chunks(e) for e in epochs]
         t0 = time.perf_counter()
-        pipes, depth = self._build([c for e in chunks for c in e])
-        log.info(
-            "NVDEC segment: epochs %d-%d, %d clips, %d pipelines, built in %.2f s",
-            first_epoch,
-            first_epoch + len(epochs) - 1,
-            clips,
-            len(pipes),
-            time.perf_counter() - t0,
-        )
+        threads = BACKGROUND_BUILD_THREADS if background else self.cfg.gpu_pipelines
+        pipes, depth = self._build([c for e in chunks for c in e], threads)
+        took = time.perf_counter() - t0
+        last = first_epoch + len(epochs) - 1
+        self.built.append({"epochs": [first_epoch, last], "clips": clips,
+                           "build_s": round(took, 2), "background": background})  # fmt: skip
+        log.info("NVDEC segment: epochs %d-%d, %d clips, %d pipelines, built in %.2f s%s",
+                 first_epoch, last, clips, len(pipes), took,
+                 " (background)" if background else "")  # fmt: skip
         return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch, self.cfg.gpu_check_lag)
 
-    def _build(self, chunks: list[np.ndarray]) -> tuple[list[Any], int]:
-        """One pipeline per file list (chunk k -> pipeline k % P), each started decoding."""
+    def _build(self, chunks: list[np.ndarray], threads: int) -> tuple[list[Any], int]:
+        """One pipeline per file list (chunk k -> pipeline k % P), each started decoding; up to
+        `threads` built at once."""
         cfg = self.cfg
         self._lists += 1
         per_pipe, texts = file_lists(
@@ -258,7 +287,7 @@ class GpuBackend:
             lst = Path(self._tmp.name) / f"list{self._lists}-pipe{p}.txt"
             lst.write_text(text)
             pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=depth))
-        with ThreadPoolExecutor(len(pipes)) as pool:  # builds open files: overlap them
+        with ThreadPoolExecutor(min(threads, len(pipes))) as pool:  # builds open files: overlap
             for future in [pool.submit(pipe.build) for pipe in pipes]:
                 future.result()
         for pipe in pipes:
@@ -311,7 +340,7 @@ class GpuBackend:
         if seg.next == 0 and self.planner is not None and self._next is None:
             # build the following segment while this one runs: it takes ~1.5 s, a short epoch less
             start = todo[0].epoch + len(seg.epochs)
-            self._next = self._pool.submit(self._segment_for, start, self.planner(start))
+            self._next = self._pool.submit(self._segment_for, start, self.planner(start), True)
         chunks = seg.chunks[seg.next]
         seg.next += 1
         done = False
@@ -336,20 +365,39 @@ class GpuBackend:
                 self._segment = None
 
     def _current(self, batches: list[PlanBatch]) -> _Segment:
-        """The segment holding `batches` as its next epoch: current, prepared, or new."""
-        if self._segment is not None and self._segment.matches(batches):
+        """The segment holding `batches` as its next epoch: current, prepared, or new. One done
+        with is shut down by the retiring thread, off the consumer's."""
+        old = self._segment
+        if old is not None and old.matches(batches):
+            return old
+        t0 = time.perf_counter()
+        if old is not None:
+            old.check_all()  # done with: its last chunks' lines still count
+            self._segment = None
+            self._retire.submit(self._shut, old)
+        try:
+            if self._next is not None:
+                seg = self._next.result()
+                self._next = None
+                if seg.matches(batches):
+                    self._segment = seg
+                    return seg
+                self._retire.submit(self._shut, seg)  # planned for epochs not asked for
+            log.debug("building NVDEC pipelines from epoch %d", batches[0].epoch)
+            self._segment = self._segment_for(batches[0].epoch, batches)
             return self._segment
-        if self._segment is not None:  # done with: its last chunks' lines still count
-            self._segment.check_all()
-        if self._next is not None:
-            seg = self._next.result()
-            self._next = None
-            if seg.matches(batches):
-                self._segment = seg
-                return seg
-        log.debug("building NVDEC pipelines from epoch %d", batches[0].epoch)
-        self._segment = self._segment_for(batches[0].epoch, batches)
-        return self._segment
+        finally:
+            if old is not None:
+                self.switch_s += time.perf_counter() - t0
+
+    def _shut(self, segment: _Segment) -> None:
+        self.retire_s += segment.shutdown()
+
+    def segment_report(self) -> dict[str, Any]:
+        """What the NVDEC segments cost: each one built, the consumer's time at the boundaries,
+        and the background time shutting down the segments done with."""
+        return {"segments": list(self.built), "switch_s": round(self.switch_s, 3),
+                "retire_s": round(self.retire_s, 3)}  # fmt: skip
 
     def close(self) -> None:
         segment, self._segment = self._segment, None
@@ -361,6 +409,7 @@ class GpuBackend:
                 self._next.cancel()
                 self._next = None
             self._pool.shutdown(wait=True)
+            self._retire.shutdown(wait=True)  # segments done with: shut down before the files go
             self._tmp.cleanup()
 
     def _diagnose(self, error: RuntimeError, req: np.ndarray) -> LoaderError:

@@ -18,19 +18,23 @@ on the CPU part. Beside training the NVDEC wait never falls to zero (its GPU wor
 the steps, whatever the share), so the CPU path is judged against it: it holds the consumer
 longer than 3/4 of the NVDEC wait -> one chunk less, and the share never climbs back to where
 it was (with no CPU part there is no CPU wait, so without that bound a share too large for the
-CPU would be tried again every other plan); under 1/4 -> one chunk more; in between, or when the
-consumer hardly waited at all (under 1 % of the time), the share stays. One step per
-plan, not per epoch run: the epochs run between two plans were all cut with shares chosen
-before, so stepping after each of them would push the share to a bound before the first change
-could show (on the benchmark footage, hundreds of 1-batch epochs share a plan).
+CPU would be tried again every other plan). One chunk more only when the CPU part never held
+the consumer (under 1 % of the time) while the NVDEC part did: a CPU wait that is merely small
+against the NVDEC wait says nothing of the CPU's room for more (on an H200 a 1/8 share whose CPU
+wait was under 1/4 of the NVDEC wait was stepped up to 1/4, which its 6 threads could not keep:
+docs/BENCHMARKS.md, sixth round). Otherwise, or when the consumer hardly waited at all (under
+1 % of the time), the share stays. One step per plan, not per epoch run: the epochs run between
+two plans were all cut with shares chosen before, so stepping after each of them would push the
+share to a bound before the first change could show (on the benchmark footage, hundreds of
+1-batch epochs share a plan).
 
-Measured on an H200 with 16 cores (docs/BENCHMARKS.md, fourth and fifth rounds), 1/8 of every
-batch on 6 CPU threads fed the training step at 0.930-0.938 of its unfed speed at short side 128
-(four runs), against 0.90-0.92 for NVDEC alone; at short side 240 the CPU part could not keep up
-(0.65-0.76 against 0.79-0.83 for NVDEC alone). Every fixed share measured there sits on the side
-of the two bands that steps it towards the best measured share (1/8 at 128, none at 240); the
-adapting itself has only been run on CPUs, because the benchmark footage's 12 s runs never leave
-the first plan. It is an option (`decode="hybrid"`), not the default.
+Measured on an H200 with 16 cores (docs/BENCHMARKS.md, fourth to sixth rounds), 1/8 of every
+batch on 6 CPU threads fed the training step at 0.905-0.938 of its unfed speed at short side 128
+(five runs), against 0.90-0.92 for NVDEC alone; at short side 240 the CPU part could not keep up
+(0.65-0.76 against 0.79-0.83 for NVDEC alone). The adapting was run there once per short side,
+with short plans (`gpu_segment_clips`) so that it could move within a benchmark run; those runs
+measured the cost of the short plans more than the share (sixth round). It is an option
+(`decode="hybrid"`), not the default.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ from .source import Dataset
 log = logging.getLogger(__name__)
 
 # cpu_share=None: the CPU path's wait against the NVDEC path's, since the last plan (module doc)
-LESS_ABOVE, MORE_BELOW = 0.75, 0.25
-IDLE = 0.01  # both waits together under this share of the time: the loader is not what limits
+LESS_ABOVE = 0.75
+IDLE = 0.01  # a wait under this share of the time: that path (or both: the loader) did not limit
 
 
 def split(batch: PlanBatch, share: float, gpu_batch: int) -> tuple[PlanBatch, PlanBatch | None]:
@@ -159,7 +163,7 @@ class HybridBackend:
             return
         if cpu > LESS_ABOVE * gpu:  # too much for the CPU: never again this much
             self.share = self.max_share = max(0.0, self.share - self.chunk)
-        elif cpu < MORE_BELOW * gpu:
+        elif cpu <= IDLE * wall < gpu:  # only NVDEC held the consumer
             self.share = min(self.max_share, self.share + self.chunk)
         else:
             return

@@ -228,10 +228,10 @@ def test_cpu_decoding_hands_over_on_the_gpu(prepared) -> None:
 
 def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:
     """A planned epoch keeps the share it was cut with; epochs planned later move at most one
-    NVDEC chunk, on the CPU path's wait against the NVDEC path's since the last plan, and never
-    back up to a share the CPU could not keep (the backend is built for real; NVDEC pipelines
-    start only in run())."""
-    from bench.feed import hybrid_report
+    NVDEC chunk, on the CPU path's wait against the NVDEC path's since the last plan (up only when
+    the CPU part never held the consumer), and never back up to a share the CPU could not keep
+    (the backend is built for real; NVDEC pipelines start only in run())."""
+    from bench.feed import hybrid_report, nvdec_report
     from loader.hybrid import HybridBackend
 
     data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
@@ -245,34 +245,38 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
             assert [len(h) for h in heads] == [len(split(b, 0.25, 2)[0])
                                                 for b in loader.batches(0)]  # fmt: skip
             assert len(heads[0]) == 6  # 2 of a full batch's 8 clips go to the CPU
-            be._record(wait_gpu=2.0, wait_cpu=0.2, wall=10.0)  # the CPU part was always ready...
+            be._record(wait_gpu=2.0, wait_cpu=0.3, wall=10.0)  # the CPU held it, if briefly: hold
+            assert be._share_of(1) == 0.25
+            be._record(wait_gpu=2.0, wait_cpu=0.05, wall=10.0)  # the CPU part was always ready...
             assert be.share == 0.25 and be._share_of(0) == 0.25  # ...acted on when planning
-            assert be._share_of(1) == 0.5
-            assert be._share_of(2) == 0.5  # one step per plan, not per epoch
+            assert be._share_of(2) == 0.5
+            assert be._share_of(3) == 0.5  # one step per plan, not per epoch
             for _ in range(5):  # epochs run, each ready on the CPU, before one new plan
                 be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
-            assert be._share_of(3) == 0.75
+            assert be._share_of(4) == 0.75
             be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
-            assert be._share_of(4) == 0.75  # one chunk always stays on NVDEC
-            be._record(wait_gpu=2.0, wait_cpu=1.0, wall=10.0)  # between 1/4 and 3/4: hold
-            assert be._share_of(5) == 0.75
-            be._record(wait_gpu=0.02, wait_cpu=0.07, wall=10.0)  # under 1 % waited: hold
+            assert be._share_of(5) == 0.75  # one chunk always stays on NVDEC
+            be._record(wait_gpu=2.0, wait_cpu=1.0, wall=10.0)  # between 1 % and 3/4: hold
             assert be._share_of(6) == 0.75
+            be._record(wait_gpu=0.02, wait_cpu=0.07, wall=10.0)  # under 1 % waited: hold
+            assert be._share_of(7) == 0.75
             be._record(wait_gpu=2.0, wait_cpu=1.6, wall=10.0)  # the CPU held it: one chunk less
-            assert be._share_of(7) == 0.5
-            for epoch in range(8, 12):  # and never that much again, however ready the CPU
+            assert be._share_of(8) == 0.5
+            for epoch in range(9, 13):  # and never that much again, however ready the CPU
                 be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)
                 assert be._share_of(epoch) == 0.5
-            for epoch in range(12, 16):
+            for epoch in range(13, 17):
                 be._record(wait_gpu=1.0, wait_cpu=3.0, wall=10.0)
                 be._share_of(epoch)
             assert be.share == 0.0
             be._record(wait_gpu=2.0, wait_cpu=0.0, wall=10.0)  # no CPU part, no CPU wait
-            assert be._share_of(16) == 0.0
-            assert be._share_of(0) == 0.25 and be._share_of(7) == 0.5  # planned epochs keep theirs
+            assert be._share_of(17) == 0.0
+            assert be._share_of(0) == 0.25 and be._share_of(8) == 0.5  # planned epochs keep theirs
             report = hybrid_report(be)  # what bench feed prints
-            assert report["hybrid_shares"] == {"0": 4, "0.25": 2, "0.5": 7, "0.75": 4}
+            assert report["hybrid_shares"] == {"0": 4, "0.25": 3, "0.5": 7, "0.75": 4}
             assert report["hybrid_wait_s"] == {"gpu": 0.0, "cpu": 0.0}  # no epoch run yet
+            assert nvdec_report(be) == {"nvdec_segments": {"segments": [], "switch_s": 0.0,
+                                                           "retire_s": 0.0}}  # fmt: skip
         finally:
             be.close()
     whole = LoaderConfig(gpu_batch=8, **data)  # a batch is one chunk: nothing to give the CPU
@@ -282,7 +286,7 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
         assert be._share_of(0) == be._share_of(1) == 0.0
         be.close()
     with ClipLoader(LoaderConfig(**{**data, "decode": "cpu"})) as loader:
-        assert hybrid_report(loader.backend) == {}
+        assert hybrid_report(loader.backend) == {} and nvdec_report(loader.backend) == {}
     fixed = LoaderConfig(cpu_share=0.3, **data)
     with ClipLoader(fixed) as loader:
         be = HybridBackend(fixed, loader.dataset, planner=loader.batches)
@@ -336,7 +340,13 @@ def test_device_split_from_timing_marks() -> None:
     phase = {"host_ms_per_step": {"data": 1, "data_cpu": 1, "launch": 2, "launch_cpu": 2,
                                   "fence": 3}, "device_ms_per_step": split,
              "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25},
-             "hybrid_shares": {"0.125": 7, "0.25": 2}}  # fmt: skip
+             "hybrid_shares": {"0.125": 7, "0.25": 2},
+             "nvdec_segments": {"segments": [
+                 {"epochs": [0, 230], "clips": 50000, "build_s": 1.5, "background": False},
+                 {"epochs": [231, 462], "clips": 50112, "build_s": 6.25, "background": True}],
+                 "switch_s": 0.012, "retire_s": 0.8}}  # fmt: skip
     line = _host(phase)
     assert "device ms/step: step 60.33, between 4.5" in line
     assert "hybrid waited GPU 1.5 s, CPU 0.25 s, CPU shares {'0.125': 7, '0.25': 2}" in line
+    assert ("NVDEC segments [50000 clips 1.5 s, 50112 clips 6.25 s bg], boundaries 0.012 s, "
+            "shut-downs 0.8 s") in line

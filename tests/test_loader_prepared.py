@@ -64,6 +64,26 @@ def test_gpu_matches_cpu(prepared, mode: str) -> None:
         assert np.abs(c - g).mean() < 2.0  # pixel units (std 1): codec + resampler tolerance
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_segments_keep_plan_order_across_boundaries(prepared, tmp_path) -> None:
+    """Epochs run through several NVDEC segments: every batch is the planned one, the segments
+    after the first were built in the background, and those done with were shut down off the
+    consumer's thread (loader.gpu)."""
+    cfg = LoaderConfig(manifests=prepared.manifests, shards=prepared.shards, batch_size=8,
+                       num_threads=2, decode="gpu", output="uint8", seed=3, gpu_batch=4,
+                       gpu_pipelines=2, gpu_segment_clips=1,
+                       cache_dir=tmp_path / "cache")  # fmt: skip
+    with ClipLoader(cfg) as loader:  # one epoch per segment
+        for epoch in range(4):
+            got = [batch.keys for _, batch in loader.raw_epoch(epoch)]
+            assert got == [b.keys for b in loader.batches(epoch)]
+    report = loader.backend.segment_report()
+    assert [s["epochs"] for s in report["segments"]][:4] == [[0, 0], [1, 1], [2, 2], [3, 3]]
+    assert [s["background"] for s in report["segments"]][:4] == [False, True, True, True]
+    assert report["retire_s"] > 0 and report["switch_s"] >= 0
+
+
 def test_seeking_without_index_is_frame_exact(prepared) -> None:
     """The CPU backend decodes with build_index=False; indexed seeking must give the same clips."""
     from nvidia.dali import fn, pipeline_def, types
