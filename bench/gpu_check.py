@@ -87,6 +87,7 @@ def segments(args: argparse.Namespace) -> dict:
     cpu = LoaderConfig(decode="cpu", num_threads=8, output="uint8", **kw)
     clips = 0
     with ClipLoader(gpu) as loader:
+        backend = loader.backend
         for epoch in range(8):  # 216-clip epochs: segments of 3, so two boundaries
             for out, batch in loader.raw_epoch(epoch):
                 planned = loader.batches(epoch)[batch.number]
@@ -94,7 +95,7 @@ def segments(args: argparse.Namespace) -> dict:
                 clips += len(batch)
                 if epoch == 7 and batch.number == 3:
                     last = (batch.keys, _dense(out, len(batch)))
-    report = loader.backend.segment_report()  # after close: every shut-down done
+    report = backend.segment_report()  # after close: every shut-down done
     built = report["segments"]
     assert len(built) >= 3 and not built[0]["background"], built
     assert all(b["background"] for b in built[1:]), built

@@ -337,7 +337,7 @@ class GpuBackend:
         if not todo:
             return
         seg = self._current(todo)
-        if seg.next == 0 and self.planner is not None and self._next is None:
+        if seg.next == len(seg.epochs) // 2 and self.planner is not None and self._next is None:
             # build the following segment while this one runs: it takes ~1.5 s, a short epoch less
             start = todo[0].epoch + len(seg.epochs)
             self._next = self._pool.submit(self._segment_for, start, self.planner(start), True)

@@ -75,10 +75,11 @@ def test_gpu_segments_keep_plan_order_across_boundaries(prepared, tmp_path) -> N
                        gpu_pipelines=2, gpu_segment_clips=1,
                        cache_dir=tmp_path / "cache")  # fmt: skip
     with ClipLoader(cfg) as loader:  # one epoch per segment
+        backend = loader.backend
         for epoch in range(4):
             got = [batch.keys for _, batch in loader.raw_epoch(epoch)]
             assert got == [b.keys for b in loader.batches(epoch)]
-    report = loader.backend.segment_report()
+    report = backend.segment_report()  # after close: every shut-down done
     assert [s["epochs"] for s in report["segments"]][:4] == [[0, 0], [1, 1], [2, 2], [3, 3]]
     assert [s["background"] for s in report["segments"]][:4] == [False, True, True, True]
     assert report["retire_s"] > 0 and report["switch_s"] >= 0
