@@ -339,7 +339,7 @@ class GpuBackend:
         seg = self._current(todo)
         if seg.next == len(seg.epochs) // 2 and self.planner is not None and self._next is None:
             # build the following segment while this one runs: it takes ~1.5 s, a short epoch less
-            start = todo[0].epoch + len(seg.epochs)
+            start = todo[0].epoch - seg.next + len(seg.epochs)  # after the segment's last
             self._next = self._pool.submit(self._segment_for, start, self.planner(start), True)
         chunks = seg.chunks[seg.next]
         seg.next += 1
