@@ -391,6 +391,9 @@ class GpuBackend:
                 self.switch_s += time.perf_counter() - t0
 
     def _shut(self, segment: _Segment) -> None:
+        if os.environ.get("UCF3D_DIAG_KEEP_SEGMENTS"):
+            self._kept = [*getattr(self, "_kept", []), segment]
+            return
         self.retire_s += segment.shutdown()
 
     def segment_report(self) -> dict[str, Any]:
