@@ -493,6 +493,12 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               "threads decoding a share of every batch (--cpu-share).")
 @click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True),
               help="--decode hybrid: the share of each batch the CPU decodes (default: adapted).")
+@click.option("--pipelines", "gpu_pipelines", type=click.IntRange(1),
+              help="NVDEC decoding: concurrent pipelines (default: 24; 48 fed short side 240 "
+              "better on an H200, docs/BENCHMARKS.md).")
+@click.option("--segment-clips", "gpu_segment_clips", type=click.IntRange(1),
+              help="NVDEC decoding: clips planned ahead per set of pipelines (default: 50,000); "
+              "each change of set costs the training ~2 s on an H200, so larger means fewer.")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,
@@ -573,6 +579,9 @@ def train(ctx: click.Context, **opts: Any) -> None:
               "scales": opts.pop("scales") or list(HARA_SCALES)}  # fmt: skip
     if cpu_share is not None:
         loader["cpu_share"] = cpu_share
+    for name in ("gpu_pipelines", "gpu_segment_clips"):  # LoaderConfig's defaults unless given
+        if (value := opts.pop(name)) is not None:
+            loader[name] = value
     opts["loader_options"] = loader  # the crop and flip used are stored in the run's config
     resume = opts.pop("resume")
     given = {k for k in opts if k in ctx.params and _given(ctx, k)}

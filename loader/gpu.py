@@ -23,13 +23,22 @@ not expressible as a file-list line: such videos are rejected up front, naming t
 already refuses videos shorter than one clip).
 
 Segment boundaries are where training feels this design: on an H200 one boundary inside a 12 s
-benchmark run cost 0.2 of the fed ratio (0.90 -> 0.72, docs/BENCHMARKS.md, sixth round), while
-runs that never reached one hid it. Two things happen there. The segment done with must stop its
-24 pipelines' threads and free their decoders and buffers, which the training thread did
-itself; it is now handed to a thread of its own. And the next-but-one segment is built: its
-pipelines open every file of their lists, which took the host's cores from the running loader
-all at once; background builds now use `BACKGROUND_BUILD_THREADS`. `GpuBackend.segment_report()`
-says what each boundary cost (`ucf3d bench feed` prints it).
+benchmark window cost 0.17-0.19 of the fed ratio (0.90-0.92 -> 0.72-0.74 with NVDEC at short side
+128; docs/BENCHMARKS.md, sixth round), while windows that never reached one hid it. What happens
+there, and what was done about it:
+- the segment done with stops its pipelines' threads and frees their decoders and buffers. The
+  training thread did that itself; a thread of its own does it now (the consumer's time at a
+  boundary, `switch_s`, is ~1 ms; the shut-down takes ~0.9 s beside it);
+- the next-but-one segment is built: its pipelines open every file of their lists and start
+  decoding. That now begins halfway through the current segment, not at its start (so not at the
+  boundary), with `BACKGROUND_BUILD_THREADS` pipelines built at once (~1.0-1.3 s).
+Neither changed the ratio measurably (0.72-0.74 with either). With the old segment kept alive
+instead of shut down (a diagnostic run) the window fed 0.785, so the shut-down is about a third
+of the cost (one run each); the rest comes with the switch to the new pipelines, and the step
+itself slows (~70 ms against 61). Until that is found, fewer boundaries (a larger
+`gpu_segment_clips`) is the lever; each pipeline keeps a demuxer open for every file of its
+lists, which bounds it. `segment_report()` says
+what each boundary cost (`ucf3d bench feed` prints it).
 """
 
 from __future__ import annotations
@@ -338,7 +347,8 @@ class GpuBackend:
             return
         seg = self._current(todo)
         if seg.next == len(seg.epochs) // 2 and self.planner is not None and self._next is None:
-            # build the following segment while this one runs: it takes ~1.5 s, a short epoch less
+            # build the following segment halfway through this one, away from the boundary
+            # (~1-1.3 s on an H200; a one-epoch segment starts it at once)
             start = todo[0].epoch - seg.next + len(seg.epochs)  # after the segment's last
             self._next = self._pool.submit(self._segment_for, start, self.planner(start), True)
         chunks = seg.chunks[seg.next]
@@ -391,9 +401,6 @@ class GpuBackend:
                 self.switch_s += time.perf_counter() - t0
 
     def _shut(self, segment: _Segment) -> None:
-        if os.environ.get("UCF3D_DIAG_KEEP_SEGMENTS"):
-            self._kept = [*getattr(self, "_kept", []), segment]
-            return
         self.retire_s += segment.shutdown()
 
     def segment_report(self) -> dict[str, Any]:

@@ -86,3 +86,17 @@ def test_check_lag_is_checked(world: dict) -> None:  # noqa: F811
     assert LoaderConfig(manifests=world["manifests"], gpu_check_lag=24).gpu_check_lag == 24
     with pytest.raises(ValueError, match="gpu_check_lag must be >= 0"):
         LoaderConfig(manifests=world["manifests"], gpu_check_lag=-1)
+
+
+def test_shutdown_stops_every_pipeline_where_it_is_called() -> None:
+    """A segment done with shuts its pipelines down in the calling thread (loader.gpu hands it to
+    a thread of its own), through what DALI's Pipeline.__del__ calls: the backend pipeline is
+    gone afterwards, so a DALI that renamed that method fails here, not on a GPU machine."""
+    seg = _segment(None, lag=0)
+    pipes = list(seg.pipes)
+    for _ in range(CHUNKS):
+        seg.take()
+    seg.check_all()
+    assert seg.shutdown() >= 0
+    assert seg.pipes == [] and [p._pipe for p in pipes] == [None] * PIPES
+    assert seg.shutdown() == pytest.approx(0, abs=0.01)  # nothing left to stop
