@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -331,10 +332,17 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
 
 
 def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:
-    """Mean ms per step on the device: the step itself, and from its end to the next start."""
-    step = sum(a.elapsed_time(b) for a, b in marks) / len(marks)
+    """Ms per step on the device: the step itself, and from its end to the next start; mean,
+    median and longest of each (a mean far above an unmoved median, with one long step or gap,
+    is a stall; a median that moved with the mean is every step slower)."""
+    steps = [a.elapsed_time(b) for a, b in marks]
     between = [marks[i][1].elapsed_time(marks[i + 1][0]) for i in range(len(marks) - 1)]
-    return {"step": round(step, 2), "between": round(sum(between) / len(between), 2)}
+    out = {}
+    for name, ms in (("step", steps), ("between", between)):
+        out[name] = round(statistics.fmean(ms), 2)
+        out[f"{name}_median"] = round(statistics.median(ms), 2)
+        out[f"{name}_max"] = round(max(ms), 2)
+    return out
 
 
 def _consumer(cfg: FeedConfig) -> Consumer:

@@ -31,10 +31,11 @@ share to a bound before the first change could show (on the benchmark footage, h
 Measured on an H200 with 16 cores (docs/BENCHMARKS.md, fourth to sixth rounds), 1/8 of every
 batch on 6 CPU threads fed the training step at 0.905-0.938 of its unfed speed at short side 128
 (five runs), against 0.90-0.92 for NVDEC alone; at short side 240 the CPU part could not keep up
-(0.65-0.76 against 0.79-0.83 for NVDEC alone). The adapting was run there once per short side,
-with short plans (`gpu_segment_clips`) so that it could move within a benchmark run; those runs
-measured the cost of the short plans more than the share (sixth round). It is an option
-(`decode="hybrid"`), not the default.
+(0.65-0.76 against 0.79-0.83 for NVDEC alone). The adapting was run there with short plans
+(`gpu_segment_clips`), so that it could move within a benchmark run (sixth round): under the rule
+before this one it climbed from 1/8 to 1/4 at 128 and fell to 0 at 240; under this one it held
+1/8 at 128 (0.774, like the fixed 1/8 beside it: both windows held a plan boundary, which cost
+more than any share). It is an option (`decode="hybrid"`), not the default.
 """
 
 from __future__ import annotations

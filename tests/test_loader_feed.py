@@ -336,7 +336,8 @@ def test_device_split_from_timing_marks() -> None:
 
     marks = [(Stamp(0), Stamp(60)), (Stamp(65), Stamp(125)), (Stamp(129), Stamp(190))]
     split = _device_split(marks)
-    assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5}
+    assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5, "step_median": 60,
+                     "step_max": 61, "between_median": 4.5, "between_max": 5}  # fmt: skip
     phase = {"host_ms_per_step": {"data": 1, "data_cpu": 1, "launch": 2, "launch_cpu": 2,
                                   "fence": 3}, "device_ms_per_step": split,
              "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25},
