@@ -139,6 +139,17 @@ def file_lists(
     return per_pipe, texts
 
 
+def host_rss_gb() -> float | None:
+    """This process's resident memory now (GB; Linux), or None: a segment's pipelines keep a
+    demuxer open for every file of their lists, so what a larger segment costs the host shows
+    here."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e9, 3)
+
+
 class _Segment:
     """Pipelines whose file lists hold the chunks of several consecutive epochs, in order."""
 
@@ -276,7 +287,8 @@ class GpuBackend:
         took = time.perf_counter() - t0
         last = first_epoch + len(epochs) - 1
         self.built.append({"epochs": [first_epoch, last], "clips": clips,
-                           "build_s": round(took, 2), "background": background})  # fmt: skip
+                           "build_s": round(took, 2), "background": background,
+                           "host_rss_gb": host_rss_gb()})  # fmt: skip
         log.info("NVDEC segment: epochs %d-%d, %d clips, %d pipelines, built in %.2f s%s",
                  first_epoch, last, clips, len(pipes), took,
                  " (background)" if background else "")  # fmt: skip

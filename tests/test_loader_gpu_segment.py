@@ -9,7 +9,7 @@ from nvidia.dali import fn, pipeline_def, types
 from test_loader import world  # noqa: F401 - module fixture
 
 from loader import LoaderError
-from loader.gpu import _Segment
+from loader.gpu import _Segment, host_rss_gb
 
 BATCH, PIPES, CHUNKS = 4, 2, 8
 
@@ -100,3 +100,14 @@ def test_shutdown_stops_every_pipeline_where_it_is_called() -> None:
     assert seg.shutdown() >= 0
     assert seg.pipes == [] and [p._pipe for p in pipes] == [None] * PIPES
     assert seg.shutdown() == pytest.approx(0, abs=0.01)  # nothing left to stop
+
+
+def test_host_rss_is_this_process_resident_memory() -> None:
+    """What each NVDEC segment's report gives as host_rss_gb: grows with memory this process
+    touches (Linux; None elsewhere)."""
+    before = host_rss_gb()
+    if before is None:
+        pytest.skip("no /proc/self/statm on this system")
+    block = np.ones(200_000_000 // 8)  # 0.2 GB, touched
+    assert host_rss_gb() >= before + 0.15
+    del block
