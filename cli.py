@@ -498,7 +498,9 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               "better on an H200, docs/BENCHMARKS.md).")
 @click.option("--segment-clips", "gpu_segment_clips", type=click.IntRange(1),
               help="NVDEC decoding: clips planned ahead per set of pipelines (default: 50,000); "
-              "each change of set costs the training ~2 s on an H200, so larger means fewer.")
+              "each change of set costs the training ~2 s on an H200, so larger means fewer, "
+              "for more host memory (~4 GB a set at 50,000 on UCF-101, 11 at 200,000; "
+              "estimated, docs/BENCHMARKS.md).")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,

@@ -37,8 +37,9 @@ instead of shut down (a diagnostic run) the window fed 0.785, so the shut-down i
 of the cost (one run each); the rest comes with the switch to the new pipelines, and the step
 itself slows (~70 ms against 61). Until that is found, fewer boundaries (a larger
 `gpu_segment_clips`) is the lever; each pipeline keeps a demuxer open for every file of its
-lists, which bounds it (not measured yet). `segment_report()` says what each boundary cost and
-the host memory after each build (`ucf3d bench feed` prints it).
+lists, which bounds it (~90 KB each: ~4 GB a set at the default on UCF-101, estimated in
+docs/BENCHMARKS.md). `segment_report()` says what each boundary cost and the host memory after
+each build (`ucf3d bench feed` prints it).
 """
 
 from __future__ import annotations
