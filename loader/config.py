@@ -80,6 +80,9 @@ class LoaderConfig:
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
     gpu_threads: int = 2  # GPU path: CPU threads per pipeline
     gpu_segment_clips: int = 50_000  # GPU path: epochs planned ahead per pipeline build
+    # GPU path: the last epoch the run takes (None: no end); no segment plans past it, so with
+    # gpu_segment_clips >= the run's clips one set of pipelines serves the whole run
+    gpu_last_epoch: int | None = None
     # GPU path: check each chunk's file-list lines (plan order) this many chunks after it is taken
     # (0: at once; reading them waits for the chunk's GPU work, which a few chunks later is done)
     gpu_check_lag: int = 0
@@ -125,6 +128,8 @@ class LoaderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.thread_ahead < 0:
             raise ValueError(f"thread_ahead must be >= 0, got {self.thread_ahead}")
+        if self.gpu_last_epoch is not None and self.gpu_last_epoch < 0:
+            raise ValueError(f"gpu_last_epoch must be >= 0, got {self.gpu_last_epoch}")
         if self.gpu_check_lag < 0:
             raise ValueError(f"gpu_check_lag must be >= 0, got {self.gpu_check_lag}")
         if not 0 <= self.loader_nice <= 19:

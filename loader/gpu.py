@@ -270,17 +270,30 @@ class GpuBackend:
         b = self.cfg.gpu_batch
         return [batch.requests[s : s + b] for batch in batches for s in range(0, len(batch), b)]
 
+    def _plan(self, first_epoch: int, first: list[PlanBatch]) -> list[list[PlanBatch]]:
+        """The epochs of a segment from first_epoch: `first`, then the next ones until it holds
+        `gpu_segment_clips` clips or reaches `gpu_last_epoch`."""
+        epochs = [first]
+        clips = sum(len(b) for b in first)
+        while (self.planner is not None and clips < self.cfg.gpu_segment_clips
+               and not self.past_last(first_epoch + len(epochs))):  # fmt: skip
+            more = self.planner(first_epoch + len(epochs))
+            epochs.append(more)
+            clips += sum(len(b) for b in more)
+        return epochs
+
+    def past_last(self, epoch: int) -> bool:
+        """Whether `epoch` comes after the run's last (`gpu_last_epoch`): nothing is planned
+        or built for it."""
+        return self.cfg.gpu_last_epoch is not None and epoch > self.cfg.gpu_last_epoch
+
     def _segment_for(
         self, first_epoch: int, first: list[PlanBatch], background: bool = False
     ) -> _Segment:
         """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it (with
         fewer threads at once in the background, where another segment is feeding training)."""
-        epochs = [first]
-        clips = sum(len(b) for b in first)
-        while self.planner is not None and clips < self.cfg.gpu_segment_clips:
-            more = self.planner(first_epoch + len(epochs))
-            epochs.append(more)
-            clips += sum(len(b) for b in more)
+        epochs = self._plan(first_epoch, first)
+        clips = sum(len(b) for e in epochs for b in e)
         chunks = [self._chunks(e) for e in epochs]
         t0 = time.perf_counter()
         threads = BACKGROUND_BUILD_THREADS if background else self.cfg.gpu_pipelines
@@ -359,10 +372,11 @@ class GpuBackend:
         if not todo:
             return
         seg = self._current(todo)
-        if seg.next == len(seg.epochs) // 2 and self.planner is not None and self._next is None:
+        start = todo[0].epoch - seg.next + len(seg.epochs)  # after the segment's last epoch
+        if (seg.next == len(seg.epochs) // 2 and self.planner is not None and self._next is None
+                and not self.past_last(start)):  # fmt: skip
             # build the following segment halfway through this one, away from the boundary
             # (~1-1.3 s on an H200; a one-epoch segment starts it at once)
-            start = todo[0].epoch - seg.next + len(seg.epochs)  # after the segment's last
             self._next = self._pool.submit(self._segment_for, start, self.planner(start), True)
         chunks = seg.chunks[seg.next]
         seg.next += 1

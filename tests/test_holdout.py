@@ -54,6 +54,8 @@ def test_loaders_split_the_training_list_by_group(prepared) -> None:
         held = {r.key for r in val.dataset.records}
         assert val.cfg.subset == "train" and val.cfg.mode == "clip"
         assert train.cfg.clips_device() == val.cfg.clips_device() == "host"  # a CPU run
+        # NVDEC would plan no epoch past the run's last (epochs 0 .. cfg.epochs - 1)
+        assert train.cfg.gpu_last_epoch == val.cfg.gpu_last_epoch == cfg.epochs - 1
     everything = {ln.split('"key": "')[1].split('"')[0]
                   for ln in prepared.train_manifest.read_text().splitlines()}  # fmt: skip
     assert kept | held == everything and not kept & held

@@ -226,6 +226,33 @@ def test_cpu_decoding_hands_over_on_the_gpu(prepared) -> None:
         assert keys_h == keys_g and np.array_equal(h, g)
 
 
+def test_nvdec_segments_plan_up_to_their_clips_and_the_runs_last_epoch(prepared, tmp_path) -> None:
+    """A segment holds epochs until it has gpu_segment_clips clips, and never one past
+    gpu_last_epoch, so a long enough segment serves the whole run and none follows it (the
+    backend is built for real on the prepared set; NVDEC pipelines start only in run())."""
+    from loader.gpu import GpuBackend
+
+    data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
+            "num_threads": 2, "decode": "gpu", "cache_dir": tmp_path / "cache"}  # fmt: skip
+    with ClipLoader(LoaderConfig(**data)) as loader:
+        per_epoch = sum(len(b) for b in loader.batches(0))
+        cases = [(2 * per_epoch, None, 0, 2),  # two epochs' clips: two epochs
+                 (10**9, 3, 0, 4), (10**9, 3, 2, 2),  # the rest of the run, however long
+                 (1, 3, 3, 1)]  # fmt: skip
+        for clips, last, first, want in cases:
+            cfg = LoaderConfig(gpu_segment_clips=clips, gpu_last_epoch=last, **data)
+            be = GpuBackend(cfg, loader.dataset, planner=loader.batches)
+            try:
+                epochs = be._plan(first, loader.batches(first))
+                assert len(epochs) == want, (clips, last, first)
+                assert [e[0].epoch for e in epochs] == list(range(first, first + want))
+                assert be.past_last(first + want) == (last is not None and first + want > last)
+            finally:
+                be.close()
+    with pytest.raises(ValueError, match="gpu_last_epoch"):
+        LoaderConfig(gpu_last_epoch=-1, **data)
+
+
 def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path: Path) -> None:
     """A planned epoch keeps the share it was cut with; epochs planned later move at most one
     NVDEC chunk, on the CPU path's wait against the NVDEC path's since the last plan (up only when

@@ -355,6 +355,8 @@ def open_loaders(cfg: TrainConfig) -> tuple[ClipSource, ClipSource]:
     )  # fmt: skip
     # clips handed over where the model trains: on the GPU no step waits on a pageable copy
     common.setdefault("clips_on", clips_on_for(cfg.device, cfg.decode))
+    # NVDEC plans end with the run: none is built for epochs it will not take
+    common.setdefault("gpu_last_epoch", cfg.epochs - 1)
     if cfg.num_threads is not None:
         common["num_threads"] = cfg.num_threads
     elif world > 1:  # the ranks on one machine share its cores
