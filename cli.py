@@ -499,7 +499,7 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--segment-clips", "gpu_segment_clips", type=click.IntRange(1),
               help="NVDEC decoding: clips planned ahead per set of pipelines (default: 50,000); "
               "each change of set costs the training ~2 s on an H200, so larger means fewer, "
-              "for more host memory (~4 GB a set at 50,000 on UCF-101, 11 at 200,000; "
+              "for more host memory (~4 GB a set at 50,000 on UCF-101, 12 at 200,000; "
               "estimated, docs/BENCHMARKS.md). At least the run's clips (2,000,000 for 200 "
               "epochs of UCF-101): one set for the whole run, ~21 GB.")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
