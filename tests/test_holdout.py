@@ -56,6 +56,10 @@ def test_loaders_split_the_training_list_by_group(prepared) -> None:
         assert train.cfg.clips_device() == val.cfg.clips_device() == "host"  # a CPU run
         # NVDEC would plan no epoch past the run's last (epochs 0 .. cfg.epochs - 1)
         assert train.cfg.gpu_last_epoch == val.cfg.gpu_last_epoch == cfg.epochs - 1
+    from train.evaluation import open_eval_loader
+
+    with open_eval_loader(cfg, "clip", {}) as test:  # one pass over the test split
+        assert test.cfg.gpu_last_epoch == 0 and test.cfg.subset == "test"
     everything = {ln.split('"key": "')[1].split('"')[0]
                   for ln in prepared.train_manifest.read_text().splitlines()}  # fmt: skip
     assert kept | held == everything and not kept & held

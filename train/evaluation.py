@@ -41,6 +41,7 @@ def open_eval_loader(cfg, mode: str, overrides: dict[str, Any], device: str = "c
     opts.update({k: v for k, v in overrides.items() if v is not None})
     opts["batch_size"] = -(-opts["batch_size"] // dist.world()[1])  # a share of it per rank
     opts.setdefault("clips_on", clips_on_for(device, opts["decode"]))  # where the model runs
+    opts.setdefault("gpu_last_epoch", 0)  # one pass (epoch 0): NVDEC plans nothing after it
     check_gpu_decode(opts["decode"])
     return ClipLoader(LoaderConfig(subset="test", mode=mode, **opts))
 
