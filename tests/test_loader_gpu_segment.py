@@ -1,5 +1,7 @@
-"""loader.gpu._Segment's plan-line check on real DALI pipelines (CPU ones: the check only reads
-the line numbers a pipeline returns, whichever device made them)."""
+"""loader.gpu's segments on real DALI pipelines, CPU ones: _Segment's plan-line check only reads
+the line numbers a pipeline returns, whichever device made them, and GpuBackend's planning,
+switching and shutting down of segments run the same with CPU pipelines reading its file lists
+in place of NVDEC's readers.video."""
 
 from __future__ import annotations
 
@@ -111,3 +113,75 @@ def test_host_rss_is_this_process_resident_memory() -> None:
     block = np.ones(200_000_000 // 8)  # 0.2 GB, touched
     assert host_rss_gb() >= before + 0.15
     del block
+
+
+class _LineBackend:
+    """loader.gpu.GpuBackend with its readers.video pipelines swapped for CPU DALI pipelines that
+    read the same file lists and return, per line, the (video, start) it names and the line
+    number readers.video returns: everything about segments (planning, building halfway,
+    switching, shutting down, plan order) runs as on a GPU, without NVDEC."""
+
+    @staticmethod
+    def make(cfg, dataset, planner):  # noqa: ANN001, ANN205 - test helper
+        from loader.gpu import GpuBackend
+
+        class Lines(GpuBackend):
+            def _pipeline(self, file_list, chunks, seed, depth):  # noqa: ANN001, ANN202, ARG002
+                index = {str(p): i for i, p in enumerate(self.paths)}
+                rows = [ln.split() for ln in file_list.read_text().splitlines()]
+                b = self.cfg.gpu_batch
+
+                def source(info) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - BatchInfo
+                    part = rows[info.iteration * b : (info.iteration + 1) * b]
+                    named = np.array([[index[r[0]], int(r[2])] for r in part], np.int32)
+                    return named, np.array([[int(r[1])] for r in part], np.int32)
+
+                @pipeline_def(batch_size=b, num_threads=1, device_id=None,
+                              prefetch_queue_depth=depth)  # fmt: skip
+                def graph():  # noqa: ANN202 - DALI graph definition
+                    return tuple(fn.external_source(source=source, batch=True, batch_info=True,
+                                                    num_outputs=2, dtype=types.INT32))  # fmt: skip
+
+                return graph()
+
+        return Lines(cfg, dataset, planner=planner)
+
+
+def _named(outputs: list, n: int) -> list[tuple[int, int]]:
+    rows = np.concatenate([np.asarray(o.as_array()) for o in outputs])[:n]
+    return [(int(i), int(s)) for i, s in rows]
+
+
+def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) -> None:
+    """Epochs run through segments of two epochs: every batch holds the planned clips, each next
+    segment is built in the background halfway through the one before, none past the run's last
+    epoch, and an epoch abandoned halfway is rebuilt from where it is asked for."""
+    from loader import ClipLoader, LoaderConfig
+
+    base = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
+            "num_threads": 1, "decode": "gpu", "gpu_batch": 4, "gpu_pipelines": 2,
+            "cache_dir": tmp_path / "cache"}  # fmt: skip
+    with ClipLoader(LoaderConfig(**base)) as loader:
+        per_epoch = sum(len(b) for b in loader.batches(0))
+        cfg = LoaderConfig(gpu_segment_clips=2 * per_epoch, gpu_last_epoch=6, **base)
+        be = _LineBackend.make(cfg, loader.dataset, loader.batches)
+        try:
+            for epoch in range(6):
+                for outputs, batch in be.run(iter(loader.batches(epoch))):
+                    want = [(int(r["index"]), int(r["start"])) for r in batch.requests]
+                    assert _named(outputs, len(batch)) == want, (epoch, batch.number)
+            abandoned = be.run(iter(loader.batches(6)))
+            next(abandoned)
+            abandoned.close()  # out of step: the segment is dropped
+            got = [_named(o, len(b)) for o, b in be.run(iter(loader.batches(6)))]
+            assert got == [[(int(r["index"]), int(r["start"])) for r in b.requests]
+                           for b in loader.batches(6)]  # fmt: skip
+        finally:
+            be.close()
+    report = be.segment_report()
+    built = [(s["epochs"], s["background"]) for s in report["segments"]]
+    # halfway through 0-1 (at epoch 1) 2-3 is built, and so on; 6 is the run's last epoch, so
+    # the segment built for it holds it alone; after the abandoned epoch 6, 6 again, in front
+    assert built == [([0, 1], False), ([2, 3], True), ([4, 5], True), ([6, 6], True),
+                     ([6, 6], False)]  # fmt: skip
+    assert report["retire_s"] >= 0 and report["switch_s"] >= 0
