@@ -126,16 +126,16 @@ def file_lists(
     for k, req in enumerate(chunks):
         if not (req["frames"] == req["start"][:, None] + np.arange(clip_len)).all():
             raise LoaderError("decode='gpu' needs contiguous windows (no loop padding)")
-        pad = np.concatenate([req, np.repeat(req[-1:], gpu_batch - len(req))])
-        per_pipe[k % n_pipes].append(pad)
+        if len(req) < gpu_batch:  # (concatenating structured arrays is slow: only when short)
+            req = np.concatenate([req, np.repeat(req[-1:], gpu_batch - len(req))])
+        per_pipe[k % n_pipes].append(req)
+    names = [str(p) for p in paths]
     texts = []
     for reqs in per_pipe:
-        flat = np.concatenate(reqs)
+        flat = np.concatenate(reqs)  # plain ints: a whole run's lists are millions of lines
+        pairs = zip(flat["index"].tolist(), flat["start"].tolist(), strict=True)
         texts.append(
-            "".join(
-                f"{paths[r['index']]} {j} {r['start']} {r['start'] + clip_len}\n"
-                for j, r in enumerate(flat)
-            )
+            "".join(f"{names[i]} {j} {s} {s + clip_len}\n" for j, (i, s) in enumerate(pairs))
         )
     return per_pipe, texts
 
