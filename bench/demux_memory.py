@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def _rss() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from loader.gpu import host_rss_bytes  # noqa: E402
 
 
 def main() -> None:
@@ -36,15 +35,17 @@ def main() -> None:
     files = sorted(args.videos.rglob("*.webm"))
     if not files:
         sys.exit(f"Error: {args.videos}: no .webm files")
+    if host_rss_bytes() is None:
+        sys.exit("Error: bench/demux_memory.py: no /proc/self/statm here (Linux only)")
     held = []
-    base = _rss()
+    base = host_rss_bytes()
     for i in range(args.count):
         container = av.open(str(files[i % len(files)]))
         stream = container.streams.video[0]
         next(container.demux(stream))  # the first packet, as DALI reads on opening a file
         container.seek(0, stream=stream)  # a seek loads the cue index, as decoding a window does
         held.append(container)
-    kb = (_rss() - base) / args.count / 1024
+    kb = (host_rss_bytes() - base) / args.count / 1024
     print(json.dumps({"bench": "demux_memory", "containers": args.count,
                       "distinct_files": len(files), "kb_each": round(kb, 1),
                       "av": av.__version__}))  # fmt: skip

@@ -140,15 +140,20 @@ def file_lists(
     return per_pipe, texts
 
 
-def host_rss_gb() -> float | None:
-    """This process's resident memory now (GB; Linux), or None: a segment's pipelines keep a
-    demuxer open for every file of their lists, so what a larger segment costs the host shows
-    here."""
+def host_rss_bytes() -> int | None:
+    """This process's resident memory now (bytes; Linux), or None elsewhere."""
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e9, 3)
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def host_rss_gb() -> float | None:
+    """host_rss_bytes in GB: a segment's pipelines keep a demuxer open for every file of their
+    lists, so what a larger segment costs the host shows here."""
+    rss = host_rss_bytes()
+    return None if rss is None else round(rss / 1e9, 3)
 
 
 class _Segment:
