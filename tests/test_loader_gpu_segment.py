@@ -11,7 +11,7 @@ from nvidia.dali import fn, pipeline_def, types
 from test_loader import world  # noqa: F401 - module fixture
 
 from loader import LoaderError
-from loader.gpu import _Segment, host_rss_gb
+from loader.gpu import GpuBackend, _Segment, host_rss_gb
 
 BATCH, PIPES, CHUNKS = 4, 2, 8
 
@@ -115,36 +115,28 @@ def test_host_rss_is_this_process_resident_memory() -> None:
     del block
 
 
-class _LineBackend:
+class _LineBackend(GpuBackend):
     """loader.gpu.GpuBackend with its readers.video pipelines swapped for CPU DALI pipelines that
     read the same file lists and return, per line, the (video, start) it names and the line
     number readers.video returns: everything about segments (planning, building halfway,
     switching, shutting down, plan order) runs as on a GPU, without NVDEC."""
 
-    @staticmethod
-    def make(cfg, dataset, planner):  # noqa: ANN001, ANN205 - test helper
-        from loader.gpu import GpuBackend
+    def _pipeline(self, file_list, chunks, seed, depth):  # noqa: ANN001, ANN202, ARG002
+        index = {str(p): i for i, p in enumerate(self.paths)}
+        rows = [ln.split() for ln in file_list.read_text().splitlines()]
+        b = self.cfg.gpu_batch
 
-        class Lines(GpuBackend):
-            def _pipeline(self, file_list, chunks, seed, depth):  # noqa: ANN001, ANN202, ARG002
-                index = {str(p): i for i, p in enumerate(self.paths)}
-                rows = [ln.split() for ln in file_list.read_text().splitlines()]
-                b = self.cfg.gpu_batch
+        def source(info) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - DALI's BatchInfo
+            part = rows[info.iteration * b : (info.iteration + 1) * b]
+            named = np.array([[index[r[0]], int(r[2])] for r in part], np.int32)
+            return named, np.array([[int(r[1])] for r in part], np.int32)
 
-                def source(info) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - BatchInfo
-                    part = rows[info.iteration * b : (info.iteration + 1) * b]
-                    named = np.array([[index[r[0]], int(r[2])] for r in part], np.int32)
-                    return named, np.array([[int(r[1])] for r in part], np.int32)
+        @pipeline_def(batch_size=b, num_threads=1, device_id=None, prefetch_queue_depth=depth)
+        def graph():  # noqa: ANN202 - DALI graph definition
+            return tuple(fn.external_source(source=source, batch=True, batch_info=True,
+                                            num_outputs=2, dtype=types.INT32))  # fmt: skip
 
-                @pipeline_def(batch_size=b, num_threads=1, device_id=None,
-                              prefetch_queue_depth=depth)  # fmt: skip
-                def graph():  # noqa: ANN202 - DALI graph definition
-                    return tuple(fn.external_source(source=source, batch=True, batch_info=True,
-                                                    num_outputs=2, dtype=types.INT32))  # fmt: skip
-
-                return graph()
-
-        return Lines(cfg, dataset, planner=planner)
+        return graph()
 
 
 def _named(outputs: list, n: int) -> list[tuple[int, int]]:
@@ -164,7 +156,7 @@ def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) 
     with ClipLoader(LoaderConfig(**base)) as loader:
         per_epoch = sum(len(b) for b in loader.batches(0))
         cfg = LoaderConfig(gpu_segment_clips=2 * per_epoch, gpu_last_epoch=6, **base)
-        be = _LineBackend.make(cfg, loader.dataset, loader.batches)
+        be = _LineBackend(cfg, loader.dataset, planner=loader.batches)
         try:
             for epoch in range(6):
                 for outputs, batch in be.run(iter(loader.batches(epoch))):
