@@ -576,13 +576,10 @@ def train(ctx: click.Context, **opts: Any) -> None:
                                  param_hint="--milestones")  # fmt: skip
     opts["widths"] = (width, 2 * width, 4 * width, 8 * width) if width else None
     opts["size"] = opts.pop("clip_size")
-    cpu_share = opts.pop("cpu_share")
     opts["compile"] = opts.pop("compile_")
     loader = {"start_align": opts.pop("start_align"), "flip": opts.pop("flip"),
               "scales": opts.pop("scales") or list(HARA_SCALES)}  # fmt: skip
-    if cpu_share is not None:
-        loader["cpu_share"] = cpu_share
-    for name in ("gpu_pipelines", "gpu_segment_clips"):  # LoaderConfig's defaults unless given
+    for name in ("cpu_share", "gpu_pipelines", "gpu_segment_clips"):  # else LoaderConfig's
         if (value := opts.pop(name)) is not None:
             loader[name] = value
     opts["loader_options"] = loader  # the crop and flip used are stored in the run's config
