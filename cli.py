@@ -315,6 +315,12 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--segment-clips", type=click.IntRange(1), default=50_000,
                      show_default=True, help="GPU: clips planned ahead per set of NVDEC "
                      "pipelines (the hybrid's adaptive share moves once per such plan)."),
+        click.option("--lazy-init/--no-lazy-init", default=False, show_default=True,
+                     help="GPU: NVDEC readers open their files on their first run, in their own "
+                     "threads, not while DALI builds them holding Python's lock."),
+        click.option("--pace", type=click.FloatRange(0, 10), default=0.05, show_default=True,
+                     help="GPU: seconds between pipelines shut down or built in the background "
+                     "(0: all at once)."),
         click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="GPU: local video cache (default $UCF3D_CACHE, ~/.cache/ucf3d/videos)."),
     ]  # fmt: skip
@@ -339,6 +345,7 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
         gpu_threads=opts.pop("gpu_threads"), gpu_check_lag=opts.pop("check_lag"),
         cpu_share=opts.pop("cpu_share"), gpu_segment_clips=opts.pop("segment_clips"),
+        gpu_lazy_init=opts.pop("lazy_init"), gpu_pace_s=opts.pop("pace"),
         cache_dir=opts.pop("cache"),
     )  # fmt: skip
 
@@ -378,6 +385,8 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
               show_default=True)
 @click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True)
 @click.option("--warmup", type=click.FloatRange(0), default=15.0, show_default=True)
+@click.option("--unfed-seconds", type=click.FloatRange(1), default=None,
+              help="Time the step alone for this long (default: --seconds).")
 @click.option("--in-flight", type=click.IntRange(1), default=2, show_default=True,
               help="Steps queued on the device before the host waits.")
 @click.option("--stream", type=click.Choice(["side", "default"]), default="side",

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.measure import GpuSampler, cpu_seconds, gpu_name
+from bench.measure import GilProbe, GpuSampler, cpu_seconds, gpu_name
 from loader import ClipLoader, LoaderConfig
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class FeedConfig:
     amp: str = "bf16"  # none | fp16 | bf16 (GPU)
     seconds: float = 30.0
     warmup: float = 15.0  # seconds discarded at the start of each phase (pipelines, cudnn)
+    unfed_seconds: float | None = None  # the step alone for this long (None: `seconds`)
     in_flight: int = 2
     stream: str = "side"
     graph: bool = False  # torch stand-in: CUDA-graph the step
@@ -123,11 +124,12 @@ def run_feed(cfg: FeedConfig) -> dict:
     if why_not:  # as ucf3d train does: the whole GPU, said so
         log.warning("steps on every SM: %s", why_not)
         cfg = replace(cfg, loader_sms=0)
-    key = _unfed_key(cfg)
+    alone = replace(cfg, seconds=cfg.unfed_seconds or cfg.seconds)  # the unfed phase's timing
+    key = _unfed_key(alone)
     cached = _read_cache(cfg.unfed_cache).get(key) if cfg.unfed_cache else None
     whole = cached["unfed"] if cached else None
     if whole is None and cfg.loader_sms:
-        whole = _unfed_apart(cfg)  # before this process uses the GPU
+        whole = _unfed_apart(alone)  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
     result: dict[str, Any] = {
@@ -149,19 +151,21 @@ def run_feed(cfg: FeedConfig) -> dict:
         _unfed(replace(cfg, seconds=REUSE_WARM_S, warmup=REUSE_WARM_S), consumer, cfg.loader_sms)
         result["unfed_reused"] = {"from": str(cfg.unfed_cache), "measured": cached["measured"]}
     if whole is None:
-        whole = _unfed(cfg, consumer, 0)
+        whole = _unfed(alone, consumer, 0)
     result["unfed"] = whole  # the step alone on the whole device: what the ratio is against
     if cfg.loader_sms:  # what the partition alone costs
-        part = cached["unfed_partitioned"] if cached else _unfed(cfg, consumer, cfg.loader_sms)
+        part = cached["unfed_partitioned"] if cached else _unfed(alone, consumer, cfg.loader_sms)
         result["unfed_partitioned"] = part
         result["loader_sms"] = {"asked": cfg.loader_sms, "auto": auto, "fine": cfg.sm_fine,
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu:
+    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
         fed = _timed(_epochs(loader, consumer), consumer, cfg)
+        t0 = fed.pop("_t0")
+        fed["gil"] = gil.summary(t0, t0 + fed["wall_s"])  # Python's lock held by native code
         fed.update(hybrid_report(loader.backend))
-        fed.update(nvdec_report(loader.backend))
+        fed.update(nvdec_report(loader.backend, t0))
     result["fed"] = {**fed, **gpu.summary()}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
@@ -178,12 +182,13 @@ def hybrid_report(backend: Any) -> dict[str, Any]:
             "hybrid_shares": {f"{share:g}": n for share, n in sorted(shares.items())}}  # fmt: skip
 
 
-def nvdec_report(backend: Any) -> dict[str, Any]:
+def nvdec_report(backend: Any, origin: float | None = None) -> dict[str, Any]:
     """The NVDEC segments' cost (loader.gpu: each one built, the consumer's time at the boundaries,
-    the background shut-downs; warm-up included) for the GPU and hybrid backends; else nothing."""
+    the background shut-downs; warm-up included; with `origin`, when each happened, in seconds
+    from it) for the GPU and hybrid backends; else nothing."""
     gpu = getattr(backend, "gpu", backend)  # the hybrid's NVDEC part
     report = getattr(gpu, "segment_report", None)
-    return {"nvdec_segments": report()} if report else {}
+    return {"nvdec_segments": report(origin)} if report else {}
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures
@@ -223,6 +228,7 @@ def _write_cache(path: Path, key: str, result: dict) -> None:
 def _unfed(cfg: FeedConfig, consumer: Consumer, loader_sms: int) -> dict:
     with consumer.stream(loader_sms), GpuSampler() as gpu:
         unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
+        del unfed["_t0"]
     return {**unfed, **gpu.summary()}
 
 
@@ -282,6 +288,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     wall_in = {"data": 0.0, "launch": 0.0, "fence": 0.0}
     cpu_in = {"data": 0.0, "launch": 0.0}
     t0 = c0 = 0.0
+    ends: list[float] = []  # each timed step's end on the host (the clips' seconds: timeline)
     tick, ttick = time.perf_counter(), time.thread_time()
     for x, y in batches:
         now, tnow = time.perf_counter(), time.thread_time()
@@ -311,6 +318,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
             continue
         clips += int(x.shape[0])
         steps += 1
+        ends.append(tick - t0)
         if tick - t0 >= cfg.seconds:
             break
     for done in pending:
@@ -325,10 +333,21 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         "host_ms_per_step": per_step,
         "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
         "wall_s": round(wall, 1),
+        # steps ended in each second of the timed part: a stall shows as a short second
+        "steps_by_second": _per_second(ends),
+        "_t0": t0,  # perf_counter at the timed part's start (run_feed places events by it)
     }
     if len(marks) > 1:
         result["device_ms_per_step"] = _device_split(marks)
     return result
+
+
+def _per_second(times: list[float]) -> list[int]:
+    """How many of `times` (seconds from the start) fall in each whole second."""
+    counts = [0] * (int(max(times, default=0.0)) + 1)
+    for t in times:
+        counts[int(t)] += 1
+    return counts
 
 
 def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:

@@ -115,3 +115,46 @@ def measure(
         "cpu_cores_used": round(used / wall, 2),
         "clips_per_s": round(clips / wall, 1),
     }
+
+
+class GilProbe:
+    """A thread that sleeps `period_s` again and again and notes how late it wakes: Python's lock
+    (the GIL) held by native code that does not let go of it (DALI builds and frees pipelines so)
+    shows as a late wake-up, and stops the training thread for as long."""
+
+    def __init__(self, period_s: float = 0.005, late_s: float = 0.02) -> None:
+        self.period_s = period_s
+        self.late_s = late_s  # later than this counts as a stall
+        self.stalls: list[tuple[float, float]] = []  # (perf_counter at the sleep's end, late by)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="gil-probe", daemon=True)
+
+    def __enter__(self) -> GilProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            time.sleep(self.period_s)
+            late = time.perf_counter() - t - self.period_s
+            if late > self.late_s:
+                self.stalls.append((t + self.period_s, late))
+
+    def summary(self, start: float, end: float, listed: int = 40) -> dict[str, object]:
+        """The stalls between perf_counter times start and end: how many, their seconds in all,
+        the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]."""
+        inside = [(t - start, late) for t, late in list(self.stalls) if start <= t <= end]
+        return {
+            "over_ms": round(1000 * self.late_s),
+            "stalls": len(inside),
+            "stalled_s": round(sum(late for _, late in inside), 3),
+            "longest_ms": round(1000 * max((late for _, late in inside), default=0.0), 1),
+            "long": [[round(t, 2), round(1000 * late)] for t, late in inside if late > 0.05][
+                :listed
+            ],
+        }

@@ -86,6 +86,14 @@ class LoaderConfig:
     # GPU path: check each chunk's file-list lines (plan order) this many chunks after it is taken
     # (0: at once; reading them waits for the chunk's GPU work, which a few chunks later is done)
     gpu_check_lag: int = 0
+    # GPU path: readers.video opens and indexes its files on its first run, in its own thread,
+    # instead of in Pipeline.build, which holds Python's lock (the GIL) throughout: a segment built
+    # in the background would otherwise stop the training thread for as long (loader.gpu)
+    gpu_lazy_init: bool = False
+    # GPU path: seconds between two pipelines shut down (or two built) in the background. Freeing a
+    # pipeline holds the GIL too; one at a time, each such stop is shorter than the steps queued on
+    # the device (0: all at once)
+    gpu_pace_s: float = 0.05
     # hybrid: the share of every batch the CPU backend decodes (its last clips); None: adapt it
     # to the measured rates of the two paths (loader.hybrid)
     cpu_share: float | None = None
@@ -132,6 +140,8 @@ class LoaderConfig:
             raise ValueError(f"gpu_last_epoch must be >= 0, got {self.gpu_last_epoch}")
         if self.gpu_check_lag < 0:
             raise ValueError(f"gpu_check_lag must be >= 0, got {self.gpu_check_lag}")
+        if not 0 <= self.gpu_pace_s <= 10:
+            raise ValueError(f"gpu_pace_s must be in 0..10 seconds, got {self.gpu_pace_s}")
         if not 0 <= self.loader_nice <= 19:
             raise ValueError(f"loader_nice must be in 0..19, got {self.loader_nice}")
         if self.clips_on == "host" and self.decode != "cpu":

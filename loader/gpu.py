@@ -210,13 +210,17 @@ class _Segment:
         while self._unchecked:
             self._check(*self._unchecked.popleft())
 
-    def shutdown(self) -> float:
+    def shutdown(self, pace_s: float = 0.0) -> float:
         """Stop the pipelines and free their decoders and buffers, here and now rather than in
-        whichever thread drops the last reference; the seconds it took."""
+        whichever thread drops the last reference, one at a time `pace_s` apart; the seconds it
+        took. DALI stops a pipeline without Python's lock, but frees it holding it (a pybind11
+        destructor), so the training thread stands still meanwhile: paced, each stop is short."""
         t0 = time.perf_counter()
         pipes, self.pipes = self.pipes, []
-        for pipe in pipes:
-            pipe._shutdown()  # what DALI's Pipeline.__del__ does (DALI 2.4): no public equivalent
+        while pipes:
+            pipes.pop()._shutdown()  # what Pipeline.__del__ does (DALI 2.4): no public equivalent
+            if pipes and pace_s:
+                time.sleep(pace_s)
         return time.perf_counter() - t0
 
     def _check(self, p: int, line: int, ids: Any) -> None:
@@ -268,6 +272,8 @@ class GpuBackend:
         self.built: list[dict[str, Any]] = []  # per segment: epochs, clips, build_s, background
         self.switch_s = 0.0  # the consumer's time moving from one segment to the next
         self.retire_s = 0.0  # background time shutting down segments done with
+        # (what, perf_counter at its start, seconds): builds, boundaries, shut-downs
+        self.events: list[tuple[str, float, float]] = []
 
     # -- building --------------------------------------------------------------------------------
     def _chunks(self, batches: list[PlanBatch]) -> list[np.ndarray]:
@@ -301,9 +307,9 @@ class GpuBackend:
         clips = sum(len(b) for e in epochs for b in e)
         chunks = [self._chunks(e) for e in epochs]
         t0 = time.perf_counter()
-        threads = BACKGROUND_BUILD_THREADS if background else self.cfg.gpu_pipelines
-        pipes, depth = self._build([c for e in chunks for c in e], threads)
+        pipes, depth = self._build([c for e in chunks for c in e], background)
         took = time.perf_counter() - t0
+        self.events.append(("build_background" if background else "build", t0, took))
         last = first_epoch + len(epochs) - 1
         self.built.append({"epochs": [first_epoch, last], "clips": clips,
                            "build_s": round(took, 2), "background": background,
@@ -313,9 +319,13 @@ class GpuBackend:
                  " (background)" if background else "")  # fmt: skip
         return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch, self.cfg.gpu_check_lag)
 
-    def _build(self, chunks: list[np.ndarray], threads: int) -> tuple[list[Any], int]:
-        """One pipeline per file list (chunk k -> pipeline k % P), each started decoding; up to
-        `threads` built at once."""
+    def _build(self, chunks: list[np.ndarray], background: bool) -> tuple[list[Any], int]:
+        """One pipeline per file list (chunk k -> pipeline k % P), each started decoding.
+
+        DALI's build holds Python's lock throughout (and, without `gpu_lazy_init`, opens every
+        file of the list meanwhile), so threads only overlap its file opening; in the background
+        the pipelines are built one at a time, `gpu_pace_s` apart, to keep each stop of the
+        training thread short."""
         cfg = self.cfg
         self._lists += 1
         per_pipe, texts = file_lists(
@@ -327,9 +337,16 @@ class GpuBackend:
             lst = Path(self._tmp.name) / f"list{self._lists}-pipe{p}.txt"
             lst.write_text(text)
             pipes.append(self._pipeline(lst, iter(reqs), seed=cfg.seed + p, depth=depth))
-        with ThreadPoolExecutor(min(threads, len(pipes))) as pool:  # builds open files: overlap
-            for future in [pool.submit(pipe.build) for pipe in pipes]:
-                future.result()
+        if background and cfg.gpu_pace_s:
+            for p, pipe in enumerate(pipes):
+                if p:
+                    time.sleep(cfg.gpu_pace_s)
+                pipe.build()
+        else:
+            threads = BACKGROUND_BUILD_THREADS if background else len(pipes)
+            with ThreadPoolExecutor(threads) as pool:
+                for future in [pool.submit(pipe.build) for pipe in pipes]:
+                    future.result()
         for pipe in pipes:
             pipe.schedule_run()  # starts decoding now: fills the prefetch queue
         return pipes, depth
@@ -359,6 +376,7 @@ class GpuBackend:
                 sequence_length=cfg.clip_len,
                 random_shuffle=False,
                 dtype=types.UINT8,
+                lazy_init=cfg.gpu_lazy_init,
                 name="video",
             )  # (T, H, W, 3) uint8 on the GPU
             roi = param_inputs(params)  # crop window, flip folded in
@@ -430,16 +448,27 @@ class GpuBackend:
             return self._segment
         finally:
             if old is not None:
-                self.switch_s += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self.switch_s += took
+                self.events.append(("switch", t0, took))
 
     def _shut(self, segment: _Segment) -> None:
-        self.retire_s += segment.shutdown()
+        t0 = time.perf_counter()
+        took = segment.shutdown(self.cfg.gpu_pace_s)
+        self.retire_s += took
+        self.events.append(("shutdown", t0, took))
 
-    def segment_report(self) -> dict[str, Any]:
+    def segment_report(self, origin: float | None = None) -> dict[str, Any]:
         """What the NVDEC segments cost: each one built, the consumer's time at the boundaries,
-        and the background time shutting down the segments done with."""
-        return {"segments": list(self.built), "switch_s": round(self.switch_s, 3),
-                "retire_s": round(self.retire_s, 3)}  # fmt: skip
+        and the background time shutting down the segments done with. With `origin` (a
+        perf_counter time), also `events`: [what, start, seconds] of each build, boundary
+        (`switch`) and shut-down, start counted from origin."""
+        report = {"segments": list(self.built), "switch_s": round(self.switch_s, 3),
+                  "retire_s": round(self.retire_s, 3)}  # fmt: skip
+        if origin is not None:
+            report["events"] = [[what, round(t - origin, 2), round(s, 3)]
+                                for what, t, s in list(self.events)]  # fmt: skip
+        return report
 
     def close(self) -> None:
         segment, self._segment = self._segment, None

@@ -127,8 +127,9 @@ def _cpu_feed(prepared, *extra: str, seconds: str = "1", warmup: str = "0") -> l
 
 def test_bench_feed_runs_on_cpu(prepared) -> None:
     """`ucf3d bench feed` end to end with the project's Paddle step on the CPU: one JSON line."""
-    res = CliRunner().invoke(main, _cpu_feed(prepared, "--segment-clips", "4000", seconds="2",
-                                             warmup="1"))  # fmt: skip
+    args = _cpu_feed(prepared, "--segment-clips", "4000", "--unfed-seconds", "1", seconds="2",
+                     warmup="1")  # fmt: skip
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["bench"] == "feed" and out["consumer"].startswith("paddle")
@@ -145,6 +146,10 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
         period = 1000 * p["wall_s"] / p["steps"]
         assert abs(host["data"] + host["launch"] + host["fence"] - period) < 0.05 * period + 1
         assert 0 <= host["data_cpu"] <= host["data"] + 1 and host["launch"] > 0
+        assert sum(p["steps_by_second"]) == p["steps"]  # the timeline holds every timed step
+    assert 1 <= out["unfed"]["wall_s"] < out["fed"]["wall_s"]  # --unfed-seconds 1, --seconds 2
+    gil = out["fed"]["gil"]  # Python's lock held by native code while fed
+    assert gil["stalls"] >= 0 and gil["longest_ms"] >= 0 and "_t0" not in out["fed"]
 
 
 def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Path) -> None:
@@ -378,3 +383,26 @@ def test_device_split_from_timing_marks() -> None:
     assert "hybrid waited GPU 1.5 s, CPU 0.25 s, CPU shares {'0.125': 7, '0.25': 2}" in line
     assert ("NVDEC segments [50000 clips 1.5 s, 50112 clips 6.25 s bg], boundaries 0.012 s, "
             "shut-downs 0.8 s") in line
+
+
+def test_gil_probe_sees_the_lock_held_by_native_code_not_a_sleep() -> None:
+    """bench.measure.GilProbe: a builtin that never lets go of Python's lock (sum over a range,
+    in C) shows as one stall about as long as it ran; a sleep as long, none."""
+    import time
+
+    from bench.measure import GilProbe
+
+    with GilProbe() as probe:
+        time.sleep(0.1)
+        start = time.perf_counter()
+        time.sleep(0.3)
+        slept = time.perf_counter()
+        sum(range(12_000_000))  # holds the lock throughout
+        held = time.perf_counter() - slept
+        time.sleep(0.1)
+    assert held > 0.1, "the machine summed too fast to tell"
+    asleep = probe.summary(start, slept - 0.01)
+    assert asleep["stalls"] == 0, asleep
+    busy = probe.summary(slept - 0.01, slept + held + 0.1)
+    assert busy["longest_ms"] >= 0.6 * 1000 * held, (busy, held)
+    assert busy["long"] and busy["long"][0][0] >= 0

@@ -104,6 +104,18 @@ def test_shutdown_stops_every_pipeline_where_it_is_called() -> None:
     assert seg.shutdown() == pytest.approx(0, abs=0.01)  # nothing left to stop
 
 
+def test_a_paced_shutdown_stops_one_pipeline_at_a_time() -> None:
+    """With a pace, the pipelines are freed one at a time that far apart (each free holds Python's
+    lock; loader.gpu): all of them, in (pipelines - 1) paces or more."""
+    seg = _segment(None, lag=0)
+    pipes = list(seg.pipes)
+    for _ in range(CHUNKS):
+        seg.take()
+    seg.check_all()
+    assert seg.shutdown(pace_s=0.1) >= 0.1 * (PIPES - 1)
+    assert [p._pipe for p in pipes] == [None] * PIPES
+
+
 def test_host_rss_is_this_process_resident_memory() -> None:
     """What each NVDEC segment's report gives as host_rss_gb: grows with memory this process
     touches (Linux; None elsewhere)."""
@@ -177,3 +189,11 @@ def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) 
     assert built == [([0, 1], False), ([2, 3], True), ([4, 5], True), ([6, 6], True),
                      ([6, 6], False)]  # fmt: skip
     assert report["retire_s"] >= 0 and report["switch_s"] >= 0
+    events = be.segment_report(origin=0.0)["events"]
+    kinds = [what for what, _, _ in events]
+    # the three boundaries, each segment left shut down behind it (the abandoned one is dropped)
+    assert kinds.count("switch") == 3 and kinds.count("shutdown") == 3
+    assert kinds.count("build") == 2 and kinds.count("build_background") == 3
+    assert all(took >= 0 for _, _, took in events)
+    shut = [took for what, _, took in events if what == "shutdown"]
+    assert min(shut) >= cfg.gpu_pace_s * (cfg.gpu_pipelines - 1)  # paced, one pipeline at a time
