@@ -312,9 +312,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      "reading them waits for the chunk's GPU work)."),
         click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help="hybrid: share of each batch decoded on the CPU (default: adapted)."),
-        click.option("--segment-clips", type=click.IntRange(1), default=50_000,
-                     show_default=True, help="GPU: clips planned ahead per set of NVDEC "
-                     "pipelines (the hybrid's adaptive share moves once per such plan)."),
+        click.option("--segment-clips", type=click.IntRange(1), default=None,
+                     help="GPU: clips planned ahead per set of NVDEC pipelines (default: 50,000; "
+                     "the hybrid's adaptive share moves once per such plan)."),
         click.option("--lazy-init/--no-lazy-init", default=False, show_default=True,
                      help="GPU: NVDEC readers open their files on their first run, in their own "
                      "threads, not while DALI builds them holding Python's lock."),
@@ -506,11 +506,11 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               help="NVDEC decoding: concurrent pipelines (default: 24; 48 fed short side 240 "
               "better on an H200, docs/BENCHMARKS.md).")
 @click.option("--segment-clips", "gpu_segment_clips", type=click.IntRange(1),
-              help="NVDEC decoding: clips planned ahead per set of pipelines (default: 50,000); "
-              "each change of set costs the training ~2 s on an H200, so larger means fewer, "
-              "for more host memory (~4 GB a set at 50,000 on UCF-101, 12 at 200,000; "
-              "estimated, docs/BENCHMARKS.md). At least the run's clips (2,000,000 for 200 "
-              "epochs of UCF-101): one set for the whole run, ~21 GB.")
+              help="NVDEC decoding: clips planned ahead per set of pipelines. Default: the whole "
+              "run in one plan where every pipeline keeping every video open fits in half the "
+              "available host memory (~21 GB with 24 pipelines on UCF-101, estimated), else "
+              "50,000. Each change of set costs the training ~1-2 s on an H200 "
+              "(docs/BENCHMARKS.md).")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none",
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,

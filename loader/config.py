@@ -79,7 +79,10 @@ class LoaderConfig:
     gpu_pipelines: int = 24  # GPU path: concurrent readers.video pipelines (NVDEC needs many)
     gpu_batch: int = 16  # GPU path: clips per pipeline iteration (batches are cut into these)
     gpu_threads: int = 2  # GPU path: CPU threads per pipeline
-    gpu_segment_clips: int = 50_000  # GPU path: epochs planned ahead per pipeline build
+    # GPU path: clips planned ahead per set of pipelines. None (auto): the whole run where its
+    # last epoch is known and the pipelines' open files fit in half the host's available memory,
+    # else 50,000 (loader.gpu.GpuBackend.segment_clips)
+    gpu_segment_clips: int | None = None
     # GPU path: the last epoch the run takes (None: no end); no segment plans past it, so with
     # gpu_segment_clips >= the run's clips one set of pipelines serves the whole run
     gpu_last_epoch: int | None = None
@@ -132,7 +135,7 @@ class LoaderConfig:
             "gpu_segment_clips",
         )
         for name in positive:
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.thread_ahead < 0:
             raise ValueError(f"thread_ahead must be >= 0, got {self.thread_ahead}")

@@ -22,24 +22,26 @@ A request whose frames are not one contiguous window (loop padding of a video sh
 not expressible as a file-list line: such videos are rejected up front, naming the key (extract
 already refuses videos shorter than one clip).
 
-Segment boundaries are where training feels this design: on an H200 one boundary inside a 12 s
-benchmark window cost 0.17-0.19 of the fed ratio (0.90-0.92 -> 0.72-0.74 with NVDEC at short side
-128; docs/BENCHMARKS.md, sixth round), while windows that never reached one hid it. What happens
-there, and what was done about it:
-- the segment done with stops its pipelines' threads and frees their decoders and buffers. The
-  training thread did that itself; a thread of its own does it now (the consumer's time at a
-  boundary, `switch_s`, is ~1 ms; the shut-down takes ~0.9 s beside it);
-- the next-but-one segment is built: its pipelines open every file of their lists and start
-  decoding. That now begins halfway through the current segment, not at its start (so not at the
-  boundary), with `BACKGROUND_BUILD_THREADS` pipelines built at once (~1.0-1.3 s).
-Neither changed the ratio measurably (0.72-0.74 with either). With the old segment kept alive
-instead of shut down (a diagnostic run) the window fed 0.785, so the shut-down is about a third
-of the cost (one run each); the rest comes with the switch to the new pipelines, and the step
-itself slows (~70 ms against 61). Until that is found, fewer boundaries (a larger
-`gpu_segment_clips`) is the lever; each pipeline keeps a demuxer open for every file of its
-lists, which bounds it (~90 KB each: ~4 GB a set at the default on UCF-101, estimated in
-docs/BENCHMARKS.md). `segment_report()` says what each boundary cost and the host memory after
-each build (`ucf3d bench feed` prints it).
+Segment boundaries are where training feels this design, and the cause is Python's lock (the
+GIL): DALI builds a pipeline (`Pipeline.build`) and frees one (its pybind11 destructor) holding it,
+so the training thread cannot queue steps meanwhile; a free held it ~0.1 s, about one training
+step, as if it waited for the GPU. On an H200
+(docs/BENCHMARKS.md, seventh round; `ucf3d bench feed` probes the lock and counts steps per
+second) a background build stopped training for up to 0.37 s at a time and a boundary's frees
+~0.1 s per pipeline, so 60 s with two boundaries fed 0.841 against 0.891-0.903 with none. What
+is done about it:
+- the segment done with is shut down by a thread of its own, one pipeline at a time
+  `gpu_pace_s` apart, so each stop is about one queued step (0.860; the longest device step
+  fell from 950 to 221 ms);
+- the next segment is built halfway through the current one, one pipeline at a time too; with
+  `gpu_lazy_init` its readers open their files on their first run, in their own threads, not in
+  build (0.863). It is not the default: one run of ten with it ended in CUDA_ERROR_ILLEGAL_ADDRESS
+  inside DALI, which two repeats did not reproduce;
+- above all, fewer boundaries: by default (`gpu_segment_clips=None`) a run whose last epoch is
+  known is planned whole, one set of pipelines for all of it, where every pipeline keeping every
+  file of its lists open (a demuxer each, ~92 KB: `DEMUXER_BYTES`, ~21 GB with 24 pipelines on
+  UCF-101, estimated) fits in half the available host memory; else 50,000 clips a set.
+`segment_report()` says what each build and boundary cost, and when (`ucf3d bench feed`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ from .source import Dataset, LoaderError, ShardReader
 log = logging.getLogger(__name__)
 
 BACKGROUND_BUILD_THREADS = 4  # pipelines built at once for a segment built while another runs
+SEGMENT_CLIPS = 50_000  # clips planned per set of pipelines where the whole run is not
+WHOLE_RUN = 1 << 62  # clips of a plan that ends only with the run's last epoch
+# host memory a readers.video pipeline keeps per file of its lists (an open demuxer; 90-92 KB
+# measured through PyAV by bench/demux_memory.py): what a whole-run plan costs
+DEMUXER_BYTES = 92_000
 
 
 def default_cache_dir() -> Path:
@@ -147,6 +154,18 @@ def host_rss_bytes() -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def host_available_bytes() -> int | None:
+    """The host memory available to new allocations now (MemAvailable; Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def host_rss_gb() -> float | None:
@@ -270,10 +289,30 @@ class GpuBackend:
         self._next: Future | None = None  # the following segment, being built
         self._retire = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-retire")
         self.built: list[dict[str, Any]] = []  # per segment: epochs, clips, build_s, background
+        self.segment_clips = cfg.gpu_segment_clips or self._auto_segment_clips()
         self.switch_s = 0.0  # the consumer's time moving from one segment to the next
         self.retire_s = 0.0  # background time shutting down segments done with
         # (what, perf_counter at its start, seconds): builds, boundaries, shut-downs
         self.events: list[tuple[str, float, float]] = []
+
+    def _auto_segment_clips(self) -> int:
+        """gpu_segment_clips=None: the whole run in one plan, where its last epoch is known and
+        every pipeline holding every file open fits in half the available host memory; else
+        SEGMENT_CLIPS. A whole-run plan never replaces its pipelines, and each replacement costs
+        the training ~1-2 s on an H200 (docs/BENCHMARKS.md, seventh round)."""
+        if self.cfg.gpu_last_epoch is None:
+            return SEGMENT_CLIPS
+        need = len(self.paths) * self.cfg.gpu_pipelines * DEMUXER_BYTES
+        free = host_available_bytes()
+        if free is None or need > free / 2:
+            log.warning("NVDEC: plans of %d clips, not the whole run: %d pipelines x %d files "
+                        "would keep ~%.1f GB of host memory (%s available)", SEGMENT_CLIPS,
+                        self.cfg.gpu_pipelines, len(self.paths), need / 1e9,
+                        "?" if free is None else f"{free / 1e9:.1f} GB")  # fmt: skip
+            return SEGMENT_CLIPS
+        log.info("NVDEC: one plan for the whole run (~%.1f GB of host memory for open files)",
+                 need / 1e9)  # fmt: skip
+        return WHOLE_RUN
 
     # -- building --------------------------------------------------------------------------------
     def _chunks(self, batches: list[PlanBatch]) -> list[np.ndarray]:
@@ -283,10 +322,10 @@ class GpuBackend:
 
     def _plan(self, first_epoch: int, first: list[PlanBatch]) -> list[list[PlanBatch]]:
         """The epochs of a segment from first_epoch: `first`, then the next ones until it holds
-        `gpu_segment_clips` clips or reaches `gpu_last_epoch`."""
+        `segment_clips` clips or reaches `gpu_last_epoch`."""
         epochs = [first]
         clips = sum(len(b) for b in first)
-        while (self.planner is not None and clips < self.cfg.gpu_segment_clips
+        while (self.planner is not None and clips < self.segment_clips
                and not self.past_last(first_epoch + len(epochs))):  # fmt: skip
             more = self.planner(first_epoch + len(epochs))
             epochs.append(more)
@@ -421,8 +460,9 @@ class GpuBackend:
                 outputs = []
             done = True
         finally:
-            if not done:  # abandoned or failed mid-epoch: the pipelines are out of step
+            if not done and self._segment is seg:  # abandoned or failed mid-epoch: out of step
                 self._segment = None
+                self._retire.submit(self._shut, seg)  # freed off the consumer's thread
 
     def _current(self, batches: list[PlanBatch]) -> _Segment:
         """The segment holding `batches` as its next epoch: current, prepared, or new. One done
@@ -463,7 +503,9 @@ class GpuBackend:
         and the background time shutting down the segments done with. With `origin` (a
         perf_counter time), also `events`: [what, start, seconds] of each build, boundary
         (`switch`) and shut-down, start counted from origin."""
-        report = {"segments": list(self.built), "switch_s": round(self.switch_s, 3),
+        clips = "whole run" if self.segment_clips == WHOLE_RUN else self.segment_clips
+        report = {"segment_clips": clips, "segments": list(self.built),
+                  "switch_s": round(self.switch_s, 3),
                   "retire_s": round(self.retire_s, 3)}  # fmt: skip
         if origin is not None:
             report["events"] = [[what, round(t - origin, 2), round(s, 3)]

@@ -59,11 +59,17 @@ LESS_ABOVE = 0.75
 IDLE = 0.01  # a wait under this share of the time: that path (or both: the loader) did not limit
 
 
+def gpu_clips(n: int, share: float, gpu_batch: int) -> int:
+    """Of a batch of n clips, how many NVDEC decodes with a CPU share `share`: whole chunks
+    (nearest to n x (1 - share), halves to even), and at least one chunk's worth."""
+    n_gpu = round(n * (1 - share) / gpu_batch) * gpu_batch
+    return min(n, max(n_gpu, min(n, gpu_batch)))
+
+
 def split(batch: PlanBatch, share: float, gpu_batch: int) -> tuple[PlanBatch, PlanBatch | None]:
     """(GPU head, CPU tail or None) of a batch; the head is whole NVDEC chunks where it can be."""
     n = len(batch)
-    n_gpu = round(n * (1 - share) / gpu_batch) * gpu_batch
-    n_gpu = min(n, max(n_gpu, min(n, gpu_batch)))  # at least one chunk's worth on the GPU
+    n_gpu = gpu_clips(n, share, gpu_batch)
     head = _part(batch, 0, n_gpu)
     return head, (_part(batch, n_gpu, n) if n_gpu < n else None)
 
@@ -90,6 +96,12 @@ class HybridBackend:
         self.chunk = min(1.0, cfg.gpu_batch / cfg.batch_size)  # the share's step: one NVDEC chunk
         self.max_share = max(0.0, 1.0 - self.chunk)  # at least one chunk stays on NVDEC (split())
         self.share = min(self.chunk, self.max_share) if cfg.cpu_share is None else cfg.cpu_share
+        cut = 1 - gpu_clips(cfg.batch_size, self.share, cfg.gpu_batch) / cfg.batch_size
+        if cfg.cpu_share is not None and abs(cut - self.share) > 1e-9:
+            log.warning("hybrid: a CPU share of %g is cut as %g: NVDEC takes whole chunks of %d "
+                        "clips of every batch of %d", self.share, cut, cfg.gpu_batch,
+                        cfg.batch_size)  # fmt: skip
+        self.share = cut  # the share full batches are cut with (what `shares` reports)
         self.shares: dict[int, float] = {}  # epoch -> the share its batches are cut with
         self.waited = {"gpu": 0.0, "cpu": 0.0}  # seconds the consumer waited on each path, in all
         # the same over whole epochs since the last plan, and the time those epochs took

@@ -307,8 +307,8 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
             report = hybrid_report(be)  # what bench feed prints
             assert report["hybrid_shares"] == {"0": 4, "0.25": 3, "0.5": 7, "0.75": 4}
             assert report["hybrid_wait_s"] == {"gpu": 0.0, "cpu": 0.0}  # no epoch run yet
-            assert nvdec_report(be) == {"nvdec_segments": {"segments": [], "switch_s": 0.0,
-                                                           "retire_s": 0.0}}  # fmt: skip
+            assert nvdec_report(be) == {"nvdec_segments": {  # no run end known: 50,000 clips
+                "segment_clips": 50_000, "segments": [], "switch_s": 0.0, "retire_s": 0.0}}
         finally:
             be.close()
     whole = LoaderConfig(gpu_batch=8, **data)  # a batch is one chunk: nothing to give the CPU
@@ -319,13 +319,13 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
         be.close()
     with ClipLoader(LoaderConfig(**{**data, "decode": "cpu"})) as loader:
         assert hybrid_report(loader.backend) == {} and nvdec_report(loader.backend) == {}
-    fixed = LoaderConfig(cpu_share=0.3, **data)
+    fixed = LoaderConfig(cpu_share=0.3, gpu_batch=2, **data)  # cut as 0.25: 6 of 8 on NVDEC
     with ClipLoader(fixed) as loader:
         be = HybridBackend(fixed, loader.dataset, planner=loader.batches)
         be._record(wait_gpu=5.0, wait_cpu=0.0, wall=10.0)
-        assert be._share_of(1) == 0.3
+        assert be._share_of(1) == 0.25
         be._record(wait_gpu=0.0, wait_cpu=5.0, wall=10.0)
-        assert be._share_of(2) == 0.3
+        assert be._share_of(2) == 0.25
         be.close()
 
 
@@ -406,3 +406,54 @@ def test_gil_probe_sees_the_lock_held_by_native_code_not_a_sleep() -> None:
     busy = probe.summary(slept - 0.01, slept + held + 0.1)
     assert busy["longest_ms"] >= 0.6 * 1000 * held, (busy, held)
     assert busy["long"] and busy["long"][0][0] >= 0
+
+
+def test_nvdec_plans_the_whole_run_where_its_open_files_fit(prepared, tmp_path, monkeypatch):  # noqa: ANN201
+    """gpu_segment_clips=None: one plan up to the run's last epoch where every pipeline holding
+    every video open fits in half the available host memory; 50,000 clips where it would not,
+    or where the run has no known end."""
+    import loader.gpu as gpu
+
+    data = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
+            "num_threads": 2, "decode": "gpu", "cache_dir": tmp_path / "cache"}  # fmt: skip
+    with ClipLoader(LoaderConfig(**data)) as loader:
+
+        def backend(**kw: object) -> gpu.GpuBackend:
+            return gpu.GpuBackend(LoaderConfig(**data, **kw), loader.dataset, loader.batches)
+
+        whole = backend(gpu_last_epoch=5)
+        try:
+            assert whole.segment_clips == gpu.WHOLE_RUN
+            assert len(whole._plan(0, loader.batches(0))) == 6  # epochs 0-5, nothing after
+            assert whole.segment_report()["segment_clips"] == "whole run"
+        finally:
+            whole.close()
+        endless = backend()  # no last epoch: no whole run to plan
+        endless.close()
+        assert endless.segment_clips == gpu.SEGMENT_CLIPS == 50_000
+        monkeypatch.setattr(gpu, "host_available_bytes", lambda: 10**6)  # 1 MB free
+        short = backend(gpu_last_epoch=5)
+        short.close()
+        assert short.segment_clips == gpu.SEGMENT_CLIPS
+        given = backend(gpu_last_epoch=5, gpu_segment_clips=7)
+        given.close()
+        assert given.segment_clips == 7
+
+
+def test_hybrid_reports_the_share_its_batches_are_cut_with(prepared, tmp_path, caplog) -> None:
+    """A fixed CPU share off the NVDEC chunk grid is cut to the nearest whole chunks, said once,
+    and that is the share reported (0.3 of 8 clips in chunks of 4: 4 on NVDEC, so 0.5)."""
+    from loader.hybrid import HybridBackend, gpu_clips
+
+    assert gpu_clips(128, 0.125, 16) == 112 and gpu_clips(128, 0.1875, 16) == 96  # 6.5 -> 6
+    assert gpu_clips(128, 0.99, 16) == 16  # at least one chunk stays on NVDEC
+    cfg = LoaderConfig(manifests=prepared.manifests, shards=prepared.shards, batch_size=8,
+                       num_threads=2, decode="hybrid", gpu_batch=4, cpu_share=0.3,
+                       cache_dir=tmp_path / "cache")  # fmt: skip
+    with ClipLoader(cfg) as loader, caplog.at_level("WARNING", logger="loader.hybrid"):
+        be = HybridBackend(cfg, loader.dataset, loader.batches)
+        try:
+            assert be.share == 0.5 and be._share_of(0) == 0.5
+            assert "share of 0.3 is cut as 0.5" in caplog.text
+        finally:
+            be.close()

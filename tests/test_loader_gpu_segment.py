@@ -191,8 +191,8 @@ def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) 
     assert report["retire_s"] >= 0 and report["switch_s"] >= 0
     events = be.segment_report(origin=0.0)["events"]
     kinds = [what for what, _, _ in events]
-    # the three boundaries, each segment left shut down behind it (the abandoned one is dropped)
-    assert kinds.count("switch") == 3 and kinds.count("shutdown") == 3
+    # the three boundaries, each segment left shut down behind it, and the abandoned one too
+    assert kinds.count("switch") == 3 and kinds.count("shutdown") == 4
     assert kinds.count("build") == 2 and kinds.count("build_background") == 3
     assert all(took >= 0 for _, _, took in events)
     shut = [took for what, _, took in events if what == "shutdown"]
