@@ -297,17 +297,19 @@ class GpuBackend:
 
     def _auto_segment_clips(self) -> int:
         """gpu_segment_clips=None: the whole run in one plan, where its last epoch is known and
-        every pipeline holding every file open fits in half the available host memory; else
+        every pipeline holding every file open, in every rank on this machine (the launcher's
+        PADDLE_LOCAL_SIZE), fits in half the available host memory; else
         SEGMENT_CLIPS. A whole-run plan never replaces its pipelines, and each replacement costs
         the training ~1-2 s on an H200 (docs/BENCHMARKS.md, seventh round)."""
         if self.cfg.gpu_last_epoch is None:
             return SEGMENT_CLIPS
-        need = len(self.paths) * self.cfg.gpu_pipelines * DEMUXER_BYTES
+        ranks = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))  # each holds as many open
+        need = len(self.paths) * self.cfg.gpu_pipelines * DEMUXER_BYTES * ranks
         free = host_available_bytes()
         if free is None or need > free / 2:
             log.warning("NVDEC: plans of %d clips, not the whole run: %d pipelines x %d files "
-                        "would keep ~%.1f GB of host memory (%s available)", SEGMENT_CLIPS,
-                        self.cfg.gpu_pipelines, len(self.paths), need / 1e9,
+                        "x %d ranks here would keep ~%.1f GB of host memory (%s available)",
+                        SEGMENT_CLIPS, self.cfg.gpu_pipelines, len(self.paths), ranks, need / 1e9,
                         "?" if free is None else f"{free / 1e9:.1f} GB")  # fmt: skip
             return SEGMENT_CLIPS
         log.info("NVDEC: one plan for the whole run (~%.1f GB of host memory for open files)",

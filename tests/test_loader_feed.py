@@ -431,6 +431,11 @@ def test_nvdec_plans_the_whole_run_where_its_open_files_fit(prepared, tmp_path, 
         endless = backend()  # no last epoch: no whole run to plan
         endless.close()
         assert endless.segment_clips == gpu.SEGMENT_CLIPS == 50_000
+        monkeypatch.setenv("PADDLE_LOCAL_SIZE", str(10**9))  # a launcher's ranks on this host
+        crowded = backend(gpu_last_epoch=5)
+        crowded.close()
+        assert crowded.segment_clips == gpu.SEGMENT_CLIPS
+        monkeypatch.delenv("PADDLE_LOCAL_SIZE")
         monkeypatch.setattr(gpu, "host_available_bytes", lambda: 10**6)  # 1 MB free
         short = backend(gpu_last_epoch=5)
         short.close()
