@@ -5,6 +5,8 @@ in place of NVDEC's readers.video."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
@@ -165,6 +167,7 @@ def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) 
     base = {"manifests": prepared.manifests, "shards": prepared.shards, "batch_size": 8,
             "num_threads": 1, "decode": "gpu", "gpu_batch": 4, "gpu_pipelines": 2,
             "cache_dir": tmp_path / "cache"}  # fmt: skip
+    gc.unfreeze()  # whatever an earlier test froze
     with ClipLoader(LoaderConfig(**base)) as loader:
         per_epoch = sum(len(b) for b in loader.batches(0))
         cfg = LoaderConfig(gpu_segment_clips=2 * per_epoch, gpu_last_epoch=6, **base)
@@ -182,6 +185,7 @@ def test_segments_switch_in_plan_order_and_end_with_the_run(prepared, tmp_path) 
                            for b in loader.batches(6)]  # fmt: skip
         finally:
             be.close()
+    assert gc.get_freeze_count() > 0  # the plans built in front are out of the GC's way
     report = be.segment_report()
     built = [(s["epochs"], s["background"]) for s in report["segments"]]
     # halfway through 0-1 (at epoch 1) 2-3 is built, and so on; 6 is the run's last epoch, so
