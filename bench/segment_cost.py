@@ -6,11 +6,16 @@ For each `--segment-clips` value: the seconds to plan the segment's epochs and t
 pipelines' file lists, and the lists' size; one JSON line each. DALI then parses those lists and
 opens every distinct file named in them (bench/demux_memory.py measures what each open file
 holds), which this does not time.
+
+Also what the plan costs Python's cyclic GC, which scans every tracked object holding the lock: the
+objects in the process and the milliseconds of one full collection before planning, with the plan
+alive, and with it frozen (`gc.freeze()`, what loader.gpu does after a segment built in front).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -38,6 +43,7 @@ def main() -> None:
             with ClipLoader(cfg) as loader:
                 backend = GpuBackend(cfg, loader.dataset, planner=loader.batches)
                 try:
+                    before = _gc_pass()
                     t0 = time.perf_counter()
                     epochs = backend._plan(0, loader.batches(0))
                     t1 = time.perf_counter()
@@ -45,13 +51,28 @@ def main() -> None:
                     _, texts = file_lists(chunks, backend.paths, cfg.gpu_pipelines,
                                           cfg.gpu_batch, cfg.clip_len)  # fmt: skip
                     t2 = time.perf_counter()
+                    alive = _gc_pass()
+                    gc.freeze()
+                    frozen = _gc_pass()
+                    gc.unfreeze()
                 finally:
                     backend.close()
             print(json.dumps({"bench": "segment_cost", "segment_clips": clips,
                               "epochs": len(epochs), "plan_s": round(t1 - t0, 2),
                               "lists_s": round(t2 - t1, 2),
-                              "lists_mb": round(sum(len(t) for t in texts) / 1e6, 1)}),
+                              "lists_mb": round(sum(len(t) for t in texts) / 1e6, 1),
+                              "gc_objects": {"before": before[0], "plan": alive[0]},
+                              "gc_full_ms": {"before": before[1], "plan": alive[1],
+                                             "plan_frozen": frozen[1]}}),
                   flush=True)  # fmt: skip
+
+
+def _gc_pass() -> tuple[int, float]:
+    """(objects the GC tracks and scans, ms of one full collection now)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    gc.collect()
+    return len(gc.get_objects()), round(1000 * (time.perf_counter() - t0), 1)
 
 
 if __name__ == "__main__":

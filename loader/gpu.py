@@ -74,11 +74,12 @@ WHOLE_RUN = 1 << 62  # clips of a plan that ends only with the run's last epoch
 # host memory a readers.video pipeline keeps per file of its lists (an open demuxer; 90-92 KB
 # measured through PyAV by bench/demux_memory.py): what a whole-run plan costs
 DEMUXER_BYTES = 92_000
-# FREEZE: a whole-run plan is ~10^5 Python objects (the benchmark footage's 9,260 epochs: 111,000
-# in the process against 52,000 without), and every full collection of Python's cyclic GC scans
-# them all holding the lock: 76-83 ms a pass on the 2-core dev box, against 0 once frozen. So after
-# a segment built in front (a run's first, or a rebuild) the process's objects are collected once
-# and frozen (gc.freeze: left to reference counting, never scanned again).
+# FREEZE: a whole-run plan is ~10^5 Python objects (the benchmark footage's 9,260 epochs: 98,000
+# in the process against 53,000 without), and every full collection of Python's cyclic GC scans
+# them all holding the lock: 54 ms a pass on the 2-core dev box against 11 without the plan, 0
+# once frozen (bench/segment_cost.py). So after a segment built in front (a run's first, or a
+# rebuild) the process's objects are collected once and frozen (gc.freeze: left to reference
+# counting, never scanned again).
 
 
 def default_cache_dir() -> Path:
