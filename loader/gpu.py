@@ -374,9 +374,9 @@ class GpuBackend:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding.
 
         DALI's build holds Python's lock throughout (and, without `gpu_lazy_init`, opens every
-        file of the list meanwhile), so threads only overlap its file opening; in the background
-        the pipelines are built one at a time, `gpu_pace_s` apart, to keep each stop of the
-        training thread short."""
+        file of the list meanwhile), so builds in several threads cannot overlap and each stops
+        the training thread; in the background the pipelines are built one at a time,
+        `gpu_pace_s` apart, to keep each stop short."""
         cfg = self.cfg
         self._lists += 1
         per_pipe, texts = file_lists(
