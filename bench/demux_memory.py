@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loader.gpu import host_rss_bytes  # noqa: E402
+from loader.hostmem import host_rss_bytes  # noqa: E402
 
 
 def main() -> None:

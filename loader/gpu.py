@@ -4,10 +4,11 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
 (`decoders.video(device="mixed")`) delivers ~100 clips/s on an H200, while the legacy file reader
 `fn.readers.video(device="gpu")` with 16-32 pipelines keeps NVDEC busy at 4,500+ clips/s. So:
 
-1. `stage_cache` copies every video of the subset out of its shard into a local directory, once,
-   checking each one's sha256 against the manifest before it is renamed into place. File names
-   carry the checksum (`<sha256[:16]>-<key>.<ext>`), so a re-extracted video never reuses a stale
-   file, and a later run only checks that the file exists with the right size.
+1. `stage_cache` (loader.videocache) copies every video of the subset out of its shard into a
+   local directory, once, checking each one's sha256 against the manifest before it is renamed
+   into place. File names carry the checksum (`<sha256[:16]>-<key>.<ext>`), so a re-extracted
+   video never reuses a stale file, and a later run only checks that the file exists with the
+   right size.
 2. The clip plans of several consecutive epochs are cut into chunks of `cfg.gpu_batch` requests;
    chunk k goes to pipeline k % P, whose `file_list` holds one line `path id start start+T` per
    request, in plan order. The reader returns exactly that window (frame numbers, no shuffling),
@@ -47,7 +48,6 @@ is done about it:
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import os
 import tempfile
@@ -64,7 +64,9 @@ from nvidia.dali import fn, pipeline_def, types
 from .augment import augment, param_feed, param_inputs
 from .backend import PlanBatch
 from .config import LoaderConfig
-from .source import Dataset, LoaderError, ShardReader
+from .hostmem import host_available_bytes, host_rss_gb
+from .source import Dataset, LoaderError
+from .videocache import default_cache_dir, stage_cache
 
 log = logging.getLogger(__name__)
 
@@ -80,50 +82,6 @@ DEMUXER_BYTES = 92_000
 # once frozen (bench/segment_cost.py). So after a segment built in front (a run's first, or a
 # rebuild) the process's objects are collected once and frozen (gc.freeze: left to reference
 # counting, never scanned again).
-
-
-def default_cache_dir() -> Path:
-    """$UCF3D_CACHE, else ~/.cache/ucf3d/videos: must be a local disk for NVDEC to be fed."""
-    env = os.environ.get("UCF3D_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "ucf3d" / "videos"
-
-
-def cache_name(key: str, sha256: str, ext: str) -> str:
-    return f"{sha256[:16]}-{key}.{ext}"
-
-
-def stage_cache(dataset: Dataset, cache_dir: Path, verify: bool = False) -> list[Path]:
-    """Local files for every record (copied from the shards and sha256-checked when missing)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    reader = ShardReader(dataset, verify=True)  # staging always checks the checksum
-    paths, staged = [], 0
-    try:
-        for i, rec in enumerate(dataset.records):
-            if any(c.isspace() for c in rec.key):
-                raise LoaderError(f"{dataset.shard_path(i)}: sample {rec.key}: space in key")
-            path = cache_dir / cache_name(rec.key, rec.sha256, rec.ext)
-            if path.is_file() and path.stat().st_size == rec.size:
-                if verify and _sha256(path) != rec.sha256:
-                    raise LoaderError(
-                        f"{path}: cached copy of {rec.key} does not match the manifest's sha256 "
-                        "(delete it to stage it again)"
-                    )
-            else:
-                data = reader.read(i)
-                tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-                tmp.write_bytes(data.tobytes())
-                tmp.replace(path)
-                staged += 1
-            paths.append(path)
-    finally:
-        reader.close()
-    log.info("video cache %s: %d videos (%d staged now)", cache_dir, len(paths), staged)
-    return paths
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_lists(
@@ -152,34 +110,6 @@ def file_lists(
             "".join(f"{names[i]} {j} {s} {s + clip_len}\n" for j, (i, s) in enumerate(pairs))
         )
     return per_pipe, texts
-
-
-def host_rss_bytes() -> int | None:
-    """This process's resident memory now (bytes; Linux), or None elsewhere."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def host_available_bytes() -> int | None:
-    """The host memory available to new allocations now (MemAvailable; Linux), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def host_rss_gb() -> float | None:
-    """host_rss_bytes in GB: a segment's pipelines keep a demuxer open for every file of their
-    lists, so what a larger segment costs the host shows here."""
-    rss = host_rss_bytes()
-    return None if rss is None else round(rss / 1e9, 3)
 
 
 class _Segment:

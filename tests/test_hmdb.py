@@ -178,9 +178,10 @@ def test_gpu_cache_names_and_file_lists_hold_the_hostile_names(hmdb: Path, tmp_p
     pytest.importorskip("nvidia.dali")
     from loader import LoaderConfig
     from loader.backend import make_batches
-    from loader.gpu import cache_name, file_lists, stage_cache
+    from loader.gpu import file_lists
     from loader.sampling import epoch_plan
     from loader.source import load_dataset
+    from loader.videocache import cache_name, stage_cache
 
     cfg = LoaderConfig(manifests=hmdb / "manifests", split=1, num_threads=1, batch_size=5,
                        gpu_batch=3, gpu_pipelines=2)  # fmt: skip

@@ -17,9 +17,10 @@ import pytest
 import ondisk
 from loader import LoaderConfig, LoaderError
 from loader.backend import make_batches
-from loader.gpu import GpuBackend, cache_name, file_lists, stage_cache
+from loader.gpu import GpuBackend, file_lists
 from loader.sampling import epoch_plan
 from loader.source import load_dataset
+from loader.videocache import cache_name, stage_cache
 
 
 def _cfg(prepared, **kw) -> LoaderConfig:

@@ -13,7 +13,8 @@ from nvidia.dali import fn, pipeline_def, types
 from test_loader import world  # noqa: F401 - module fixture
 
 from loader import LoaderError
-from loader.gpu import GpuBackend, _Segment, host_rss_gb
+from loader.gpu import GpuBackend, _Segment
+from loader.hostmem import host_rss_gb
 
 BATCH, PIPES, CHUNKS = 4, 2, 8
 
