@@ -279,8 +279,8 @@ class GpuBackend:
     def _segment_for(
         self, first_epoch: int, first: list[PlanBatch], background: bool = False
     ) -> _Segment:
-        """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it (with
-        fewer threads at once in the background, where another segment is feeding training)."""
+        """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it (in the
+        background, where another segment is feeding training, as `_build` paces it)."""
         epochs = self._plan(first_epoch, first)
         clips = sum(len(b) for e in epochs for b in e)
         chunks = [self._chunks(e) for e in epochs]
