@@ -559,6 +559,11 @@ def train(ctx: click.Context, **opts: Any) -> None:
     """Train a 3D ResNet with Hara et al.'s CVPR 2018 recipe (SGD, ReduceLROnPlateau)."""
     import json
 
+    if opts["device"] == "gpu":  # before Paddle is imported: CUDA reads it at context creation
+        from loader.workqueues import widen
+
+        widen()
+
     from loader.config import HARA_SCALES
     from train.config import TrainConfig
     from train.dist import local_batch, world
@@ -651,6 +656,10 @@ def train(ctx: click.Context, **opts: Any) -> None:
 def eval_(ckpt: Path, mode: str, windows: str, out: Path | None, device: str,
           **loader: Any) -> None:
     """Clip and video top-1/top-5 of a checkpoint, per-video predictions, confusion matrix."""
+    if device == "gpu":  # before Paddle is imported: CUDA reads it at context creation
+        from loader.workqueues import widen
+
+        widen()
     from train.evaluation import EVAL_MODES, evaluate_checkpoint
 
     modes = EVAL_MODES if mode == "both" else (mode,)

@@ -19,7 +19,10 @@ clips: 128 + 88), and a smaller step makes fewer clips/s whatever feeds it. The 
 non-blocking stream of their own (`stream="side"`, as `ucf3d train` does; "default" reproduces the
 first measurements: see docs/BENCHMARKS.md). With `loader_sms`, the fed steps run on a green
 context holding all but that many SMs (loader.greenctx), and the step alone is timed there too
-("unfed_partitioned"); the ratio stays against the step alone on the whole device.
+("unfed_partitioned"); the ratio stays against the step alone on the whole device. On the GPU it
+asks CUDA for 32 hardware work queues, as `ucf3d train` does (loader.workqueues), unless
+CUDA_DEVICE_MAX_CONNECTIONS is set; `CUDA_DEVICE_MAX_CONNECTIONS=8` measures as the rounds before
+the eighth did ("cuda_work_queues" in the line says which).
 
 A sweep spends half its device time on the step alone, which only the step's settings change.
 With `unfed_cache` (a JSON file), a run whose step settings were measured before reuses those
@@ -110,8 +113,11 @@ def run_feed(cfg: FeedConfig) -> dict:
     """Measure unfed and fed; the dict is what `ucf3d bench feed` prints as one JSON line."""
     from loader.cudasync import set_schedule
     from loader.greenctx import unavailable
+    from loader.workqueues import widen
 
     lc = cfg.loader
+    # as ucf3d train does; before any CUDA context, the step-alone child's included
+    queues = widen(lc.gpu_device()) if cfg.device == "gpu" else "cpu"
     loader = ClipLoader(lc)  # reads the manifest and shards now; decoding starts in the fed phase
     if not len(loader):  # the fed phase would wait for ever on empty epochs
         raise ValueError(
@@ -143,6 +149,7 @@ def run_feed(cfg: FeedConfig) -> dict:
         "graph": cfg.graph,
         "in_flight": cfg.in_flight,
         "cuda_sync": sync,
+        "cuda_work_queues": queues,  # CUDA_DEVICE_MAX_CONNECTIONS (loader.workqueues)
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
     }
     if why_not:
@@ -196,11 +203,14 @@ REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figur
 
 def _unfed_key(cfg: FeedConfig) -> str:
     """Everything the step alone depends on (not the loader's decode settings)."""
+    from loader.workqueues import ENV
+
     lc = cfg.loader
     return json.dumps({
         "device": gpu_name() if cfg.device == "gpu" else "cpu", "consumer": cfg.consumer,
         "model": cfg.model, "amp": cfg.amp, "graph": cfg.graph, "stream": cfg.stream,
         "in_flight": cfg.in_flight, "cuda_sync": cfg.cuda_sync, "loader_sms": cfg.loader_sms,
+        "work_queues": os.environ.get(ENV, "") if cfg.device == "gpu" else "",
         "sm_fine": cfg.sm_fine, "seconds": cfg.seconds, "warmup": cfg.warmup,
         "batch_size": lc.batch_size, "clip_len": lc.clip_len, "size": lc.size,
         "dtype": lc.dtype,

@@ -10,6 +10,11 @@ confines the work of its streams to a partition of the SMs: the training step ru
 `device SMs - loader_sms` of them, and the loader's kernels (still in the primary context, free to
 use every SM) always find the rest idle.
 
+The partition keeps SMs apart, not the hardware work queues: by default a green context shares
+the primary context's, and a kernel waits behind everything submitted before it to its queue
+(loader.workqueues widens them to 32, which is where most of the rest was: docs/BENCHMARKS.md,
+"Eighth round").
+
 Two ways to get a stream in the partition, both through the driver API with ctypes (no build
 step, no new dependency):
 - `SmPartition.stream()`: a raw non-blocking stream made by cuGreenCtxStreamCreate, for frameworks

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,46 @@ def test_one_driver_handle_for_every_user() -> None:
         assert unavailable() == "no CUDA driver (libcuda.so.1 cannot be loaded)"
     else:  # a GPU machine: its first GPU is there
         assert device(0) is not None
+
+
+def test_work_queues_are_widened_unless_the_user_chose(monkeypatch, caplog) -> None:  # noqa: ANN001
+    """loader.workqueues: 32 hardware queues where nothing is set; a value set is kept as it is;
+    set after the device's context exists, it says it came too late."""
+    from loader import workqueues
+
+    monkeypatch.delenv(workqueues.ENV, raising=False)
+    assert workqueues.widen() in ("32", "32 (context already created)")
+    assert os.environ[workqueues.ENV] == "32"
+    monkeypatch.setenv(workqueues.ENV, "8")  # the user's choice (e.g. the rounds before the 8th)
+    assert workqueues.widen() == "8" and os.environ[workqueues.ENV] == "8"
+    monkeypatch.delenv(workqueues.ENV)
+    monkeypatch.setattr(workqueues, "_primary_active", lambda device_id: True)
+    with caplog.at_level(logging.WARNING, logger="loader.workqueues"):
+        assert workqueues.widen(3) == "32 (context already created)"
+    assert "after the CUDA context of device 3 was created" in caplog.text
+
+
+def test_train_on_the_gpu_widens_the_work_queues_before_paddle(tmp_path: Path) -> None:
+    """`ucf3d train --device gpu` sets CUDA_DEVICE_MAX_CONNECTIONS before Paddle is imported (so
+    before it can create a context); on a CPU-only Paddle build it then fails clearly, as before.
+    In a fresh interpreter: this one imported Paddle long ago."""
+    code = (
+        "import os, sys\n"
+        "import loader.workqueues as wq\n"
+        "real = wq.widen\n"
+        "def spy(device_id=0):\n"
+        "    print('widen: paddle imported', 'paddle' in sys.modules, flush=True)\n"
+        "    return real(device_id)\n"
+        "wq.widen = spy\n"
+        "from cli import main\n"
+        "try:\n"
+        f"    main(['train', '--device', 'gpu', '--epochs', '1', '--run-dir', r'{tmp_path}'])\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, os.environ.get(wq.ENV), flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_MAX_CONNECTIONS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=300)  # fmt: skip
+    assert "widen: paddle imported False" in out.stdout, out.stdout + out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("exit ") and last.endswith(" 32") and last != "exit 0 32", out.stdout

@@ -140,6 +140,7 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     )
     assert 0 <= out["fed"]["data_wait_pct"] <= 100 and out["loader"]["decode"] == "cpu"
     assert out["loader"]["batch_size"] == 2 and out["device"] == "cpu"
+    assert out["cuda_work_queues"] == "cpu"  # loader.workqueues: for steps on the GPU only
     assert out["loader"]["drop_last"] is True  # every fed step has 2 clips, as the unfed ones
     for phase in ("unfed", "fed"):  # the host's period per step, split: data + launch + fence
         host, p = out[phase]["host_ms_per_step"], out[phase]

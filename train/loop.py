@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -126,11 +127,19 @@ def partition_hint(error: BaseException, loader_sms: int) -> str | None:
 
 
 def use_device(device: str) -> None:
-    """paddle.set_device, failing clearly where this Paddle build has no CUDA (start-up check)."""
+    """paddle.set_device, failing clearly where this Paddle build has no CUDA (start-up check).
+
+    On the GPU, first asks CUDA for more hardware work queues (loader.workqueues), so that the
+    loader's GPU work does not queue behind the training steps; the CLI asks before it imports
+    Paddle, this covers callers of the library.
+    """
     if device == "gpu":
         problem = gpu_build_problem(paddle.device.is_compiled_with_cuda(), paddle.__version__)
         if problem:
             raise RuntimeError(problem)
+        from loader.workqueues import widen
+
+        widen(int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0]))
     mixed = mixed_install()
     if mixed:
         log.warning(mixed)

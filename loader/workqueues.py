@@ -1,0 +1,65 @@
+"""More hardware work queues, so that the loader's GPU work does not wait behind the training step.
+
+CUDA feeds the GPU through a fixed set of hardware work queues ("connections"): each stream is
+mapped onto one of them, CUDA_DEVICE_MAX_CONNECTIONS of them per device (8 by default, at most
+32), and the GPU takes the work of one queue in the order it was submitted. Two streams sharing a
+queue are therefore not independent: a kernel waits behind every kernel submitted before it to the
+same queue, whatever their streams. A green context (loader.greenctx) shares the primary
+context's queues (CUDA 12.4-13.0 have no way to keep them apart), so the training stream shares a
+queue with some of DALI's dozens of streams. Every step queued ahead of the loader's kernels there
+holds them back, by up to a whole step when the step is queued at once (a CUDA graph).
+
+Measured on an H200 beside the training step (docs/BENCHMARKS.md, "Eighth round"), 32 queues
+against the default 8, fed / unfed: the eager step fed by NVDEC at short side 128, 0.946 against
+0.903-0.915; by the hybrid at 1/8, 0.947-0.948 against 0.940; at short side 240 (48 pipelines),
+0.936 against 0.848; the graphed step, 0.887 against 0.81. The step alone does not change.
+
+So `ucf3d train`, `ucf3d eval` and `ucf3d bench feed` ask for 32 queues when they decode with
+NVDEC on the GPU, unless CUDA_DEVICE_MAX_CONNECTIONS is already set (the user's value is kept).
+CUDA reads the variable when it creates a context, so it must be set before anything (Paddle,
+DALI, PyTorch) creates the device's context; widen() says when it came too late.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+from .cudadrv import device, libcuda
+
+log = logging.getLogger(__name__)
+
+ENV = "CUDA_DEVICE_MAX_CONNECTIONS"
+WORK_QUEUES = 32  # CUDA's most
+
+
+def widen(device_id: int = 0) -> str:
+    """Set CUDA_DEVICE_MAX_CONNECTIONS to WORK_QUEUES unless it is set; the value in force.
+
+    A value already set (by the user, or by an earlier call) is kept and returned as it is.
+    Setting it where device_id's primary context already exists is too late for that context:
+    logged, and returned as "32 (context already created)". On a machine without CUDA the
+    variable is set all the same (harmless).
+    """
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    os.environ[ENV] = str(WORK_QUEUES)
+    if _primary_active(device_id):
+        log.warning("%s=%d set after the CUDA context of device %d was created: it applies to "
+                    "contexts created later only; set it before starting", ENV, WORK_QUEUES,
+                    device_id)  # fmt: skip
+        return f"{WORK_QUEUES} (context already created)"
+    log.info("%s=%d: more hardware work queues for the loader's GPU work", ENV, WORK_QUEUES)
+    return str(WORK_QUEUES)
+
+
+def _primary_active(device_id: int) -> bool:
+    """Whether device_id's primary context exists (False without a CUDA driver)."""
+    cuda, dev = libcuda(), device(device_id)
+    if cuda is None or dev is None:
+        return False
+    flags, active = ctypes.c_uint(), ctypes.c_int()
+    if cuda.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active)) != 0:
+        return False
+    return bool(active.value)
