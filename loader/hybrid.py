@@ -35,7 +35,9 @@ batch on 6 CPU threads fed the training step at 0.905-0.938 of its unfed speed a
 (`gpu_segment_clips`), so that it could move within a benchmark run (sixth round): under the rule
 before this one it climbed from 1/8 to 1/4 at 128 and fell to 0 at 240; under this one it held
 1/8 at 128 (0.774, like the fixed 1/8 beside it: both windows held a plan boundary, which cost
-more than any share). It is an option (`decode="hybrid"`), not the default.
+more than any share). With whole-run plans and 32 hardware work queues (loader.workqueues; eighth
+round) the fixed 1/8 on 6 threads fed 0.947-0.948 and 1/4 on 10 threads 0.955, against 0.946 for
+NVDEC alone. It is an option (`decode="hybrid"`), not the default.
 """
 
 from __future__ import annotations
