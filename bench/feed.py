@@ -289,7 +289,9 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     events around each step: `step` from its first kernel's turn to its last kernel's end (longer
     than alone when the loader's work slows it, or when the host launches slower than it runs),
     `between` from one step's end to the next one's start (the hand-over's kernels, and the time
-    the stream had nothing to do because the host had not queued the next step).
+    the stream had nothing to do because the host had not queued the next step); `between_pct`,
+    its share of the device's time, bounds the device's data wait from above (`data_wait_pct` is
+    the host thread's, which costs nothing while steps are queued ahead of it).
     """
     pending: list[Callable[[], None]] = []
     marks: list[tuple[Any, Any]] = []  # (before, after) each timed step, on the device
@@ -371,6 +373,8 @@ def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:
         out[name] = round(statistics.fmean(ms), 2)
         out[f"{name}_median"] = round(statistics.median(ms), 2)
         out[f"{name}_max"] = round(max(ms), 2)
+    # the device's own data wait, at most: its time outside steps (the hand-over's kernels too)
+    out["between_pct"] = round(100 * sum(between) / (sum(steps[:-1]) + sum(between)), 2)
     return out
 
 

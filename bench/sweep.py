@@ -56,6 +56,8 @@ def _host(phase: dict) -> str:
     on_device = f"; device ms/step: step {d['step']}, between {d['between']}" if d else ""
     if d and "step_max" in d:  # the longest of each: one stall, or all steps slower
         on_device += f" (longest {d['step_max']} / {d['between_max']})"
+    if d and "between_pct" in d:
+        on_device += f", {d['between_pct']} % between"
     hybrid = phase.get("hybrid_wait_s")
     waits = f"; hybrid waited GPU {hybrid['gpu']} s, CPU {hybrid['cpu']} s" if hybrid else ""
     shares = phase.get("hybrid_shares")  # share -> epochs planned with it

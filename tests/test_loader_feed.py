@@ -370,7 +370,8 @@ def test_device_split_from_timing_marks() -> None:
     marks = [(Stamp(0), Stamp(60)), (Stamp(65), Stamp(125)), (Stamp(129), Stamp(190))]
     split = _device_split(marks)
     assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5, "step_median": 60,
-                     "step_max": 61, "between_median": 4.5, "between_max": 5}  # fmt: skip
+                     "step_max": 61, "between_median": 4.5, "between_max": 5,
+                     "between_pct": round(100 * 9 / (120 + 9), 2)}  # fmt: skip
     phase = {"host_ms_per_step": {"data": 1, "data_cpu": 1, "launch": 2, "launch_cpu": 2,
                                   "fence": 3}, "device_ms_per_step": split,
              "hybrid_wait_s": {"gpu": 1.5, "cpu": 0.25},
@@ -380,7 +381,7 @@ def test_device_split_from_timing_marks() -> None:
                  {"epochs": [231, 462], "clips": 50112, "build_s": 6.25, "background": True}],
                  "switch_s": 0.012, "retire_s": 0.8}}  # fmt: skip
     line = _host(phase)
-    assert "device ms/step: step 60.33, between 4.5" in line
+    assert "device ms/step: step 60.33, between 4.5 (longest 61 / 5), 6.98 % between" in line
     assert "hybrid waited GPU 1.5 s, CPU 0.25 s, CPU shares {'0.125': 7, '0.25': 2}" in line
     assert ("NVDEC segments [50000 clips 1.5 s, 50112 clips 6.25 s bg], boundaries 0.012 s, "
             "shut-downs 0.8 s") in line
