@@ -51,6 +51,7 @@ class LoaderConfig:
     num_threads: int = field(default_factory=_default_threads)
     rank: int | None = None  # None: PADDLE_TRAINER_ID (default 0)
     world_size: int | None = None  # None: PADDLE_TRAINERS_NUM (default 1)
+    local_ranks: int | None = None  # ranks on this host: None: PADDLE_LOCAL_SIZE (default 1)
     start_align: int = 1  # train: random starts are multiples of this (keyframe-aligned for GPU)
     scales: tuple[float, ...] = HARA_SCALES
     flip: bool = True  # train: Hara's random horizontal flip (off for left/right-sensitive classes)
@@ -165,6 +166,8 @@ class LoaderConfig:
         rank, world = self.dist()
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} out of range for world size {world}")
+        if self.local_ranks is not None and self.local_ranks < 1:
+            raise ValueError(f"local_ranks must be >= 1, got {self.local_ranks}")
 
     def clips_device(self) -> str:
         """Where the clips are handed over: "gpu" or "host" (clips_on, or what decode implies)."""
@@ -188,6 +191,10 @@ class LoaderConfig:
         )
         return rank, world
 
+    def host_ranks(self) -> int:
+        """Ranks on this host, each with its own loader: explicit, else the launcher's."""
+        return self.local_ranks if self.local_ranks is not None else local_size()
+
     def gpu_device(self) -> int:
         """The GPU this process decodes on: explicit, else the one Paddle's launcher selected."""
         if self.device_id is not None:
@@ -207,6 +214,11 @@ class LoaderConfig:
         d = asdict(self)
         d["rank"], d["world_size"] = self.dist()
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def local_size() -> int:
+    """The ranks Paddle's launcher started on this host (PADDLE_LOCAL_SIZE); 1 without it."""
+    return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))
 
 
 def clips_on_for(device: str, decode: str) -> str:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import tempfile
 import time
 from collections import deque
@@ -234,13 +233,13 @@ class GpuBackend:
 
     def _auto_segment_clips(self) -> int:
         """gpu_segment_clips=None: the whole run in one plan, where its last epoch is known and
-        every pipeline holding every file open, in every rank on this machine (the launcher's
-        PADDLE_LOCAL_SIZE), fits in half the available host memory; else
+        every pipeline holding every file open, in every rank on this machine
+        (`LoaderConfig.host_ranks()`), fits in half the available host memory; else
         SEGMENT_CLIPS. A whole-run plan never replaces its pipelines, and each replacement costs
         the training ~1-2 s on an H200 (docs/BENCHMARKS.md, seventh round)."""
         if self.cfg.gpu_last_epoch is None:
             return SEGMENT_CLIPS
-        ranks = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))  # each holds as many open
+        ranks = self.cfg.host_ranks()  # each holds as many open
         need = len(self.paths) * self.cfg.gpu_pipelines * DEMUXER_BYTES * ranks
         free = host_available_bytes()
         if free is None or need > free / 2:

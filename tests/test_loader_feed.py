@@ -438,6 +438,11 @@ def test_nvdec_plans_the_whole_run_where_its_open_files_fit(prepared, tmp_path, 
         crowded.close()
         assert crowded.segment_clips == gpu.SEGMENT_CLIPS
         monkeypatch.delenv("PADDLE_LOCAL_SIZE")
+        crowded = backend(gpu_last_epoch=5, local_ranks=10**9)  # said, not read from the launcher
+        crowded.close()
+        assert crowded.segment_clips == gpu.SEGMENT_CLIPS
+        with pytest.raises(ValueError, match="local_ranks must be >= 1"):
+            LoaderConfig(**data, local_ranks=0)
         monkeypatch.setattr(gpu, "host_available_bytes", lambda: 10**6)  # 1 MB free
         short = backend(gpu_last_epoch=5)
         short.close()

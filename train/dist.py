@@ -56,7 +56,9 @@ def local_batch(batch_size: int, size: int) -> int:
 
 def threads_per_rank() -> int:
     """This machine's cores shared by the ranks the launcher started on it."""
-    return max(1, (os.cpu_count() or 1) // int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))
+    from loader.config import local_size  # the one reading of the launcher's variable
+
+    return max(1, (os.cpu_count() or 1) // local_size())
 
 
 def launcher_log_dir() -> Path | None:
