@@ -11,11 +11,11 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    right size.
 2. The clip plans of several consecutive epochs are cut into chunks of `cfg.gpu_batch` requests;
    chunk k goes to pipeline k % P, whose `file_list` holds one line `path id start start+T` per
-   request, in plan order. The reader returns exactly that window (frame numbers, no shuffling),
-   so the GPU gives the clip the plan asked for, like the CPU backend. Starting 24 NVDEC
-   pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
-   built and set decoding in the background while the current one runs; the segment done with
-   is shut down in the background too (below).
+   request, in plan order (loader.segment). The reader returns exactly that window (frame numbers,
+   no shuffling), so the GPU gives the clip the plan asked for, like the CPU backend. Starting 24
+   NVDEC pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
+   built and set decoding in the background while the current one runs; the segment done with is
+   shut down in the background too (below).
 3. Crop windows and flips come from the plan through an external source in each pipeline, and the
    shared `loader.augment.augment` runs on the GPU frames.
 
@@ -51,7 +51,6 @@ import gc
 import logging
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -64,6 +63,7 @@ from .augment import augment, param_feed, param_inputs
 from .backend import PlanBatch
 from .config import LoaderConfig
 from .hostmem import host_available_bytes, host_rss_gb
+from .segment import Segment, file_lists
 from .source import Dataset, LoaderError
 from .videocache import default_cache_dir, stage_cache
 
@@ -81,111 +81,6 @@ DEMUXER_BYTES = 92_000
 # once frozen (bench/segment_cost.py). So after a segment built in front (a run's first, or a
 # rebuild) the process's objects are collected once and frozen (gc.freeze: left to reference
 # counting, never scanned again).
-
-
-def file_lists(
-    chunks: list[np.ndarray], paths: list[Path], n_pipes: int, gpu_batch: int, clip_len: int
-) -> tuple[list[list[np.ndarray]], list[str]]:
-    """Deal chunks round-robin to pipelines: (per pipeline its padded chunks, its file_list text).
-
-    Line j of a list is `path j start start+clip_len` (frame numbers, end exclusive) for the j-th
-    request the pipeline decodes; a chunk shorter than gpu_batch repeats its last request so that
-    every reader batch is whole (the repeats are dropped after decoding).
-    """
-    n_pipes = min(n_pipes, len(chunks))
-    per_pipe: list[list[np.ndarray]] = [[] for _ in range(n_pipes)]
-    for k, req in enumerate(chunks):
-        if not (req["frames"] == req["start"][:, None] + np.arange(clip_len)).all():
-            raise LoaderError("decode='gpu' needs contiguous windows (no loop padding)")
-        if len(req) < gpu_batch:  # (concatenating structured arrays is slow: only when short)
-            req = np.concatenate([req, np.repeat(req[-1:], gpu_batch - len(req))])
-        per_pipe[k % n_pipes].append(req)
-    names = [str(p) for p in paths]
-    texts = []
-    for reqs in per_pipe:
-        flat = np.concatenate(reqs)  # plain ints: a whole run's lists are millions of lines
-        pairs = zip(flat["index"].tolist(), flat["start"].tolist(), strict=True)
-        texts.append(
-            "".join(f"{names[i]} {j} {s} {s + clip_len}\n" for j, (i, s) in enumerate(pairs))
-        )
-    return per_pipe, texts
-
-
-class _Segment:
-    """Pipelines whose file lists hold the chunks of several consecutive epochs, in order."""
-
-    def __init__(
-        self,
-        epochs: list[list[PlanBatch]],
-        chunks: list[list[np.ndarray]],
-        pipes: list[Any],
-        depth: int,
-        batch: int,
-        check_lag: int = 0,
-    ) -> None:
-        self.batch = batch  # reader batch (every chunk is padded to it)
-        self.check_lag = check_lag  # chunks taken before a chunk's lines are checked
-        self._unchecked: deque[tuple[int, int, Any]] = deque()  # (pipeline, first line, ids)
-        self.epochs = epochs  # the planned batches of each epoch of the segment
-        self.chunks = chunks  # per epoch: its chunks (requests), in plan order
-        self.pipes = pipes
-        n_pipes = len(pipes)
-        total = sum(len(c) for c in chunks)
-        self.total = [len(range(p, total, n_pipes)) for p in range(n_pipes)]
-        self.scheduled = [min(depth, t) for t in self.total]  # queued when built
-        self.next = 0  # index of the next epoch to hand out
-        self.k = 0  # global index of the next chunk
-
-    def matches(self, batches: list[PlanBatch]) -> bool:
-        """Whether `batches` are exactly the next epoch this segment holds (requests compared)."""
-        if self.next >= len(self.epochs):
-            return False
-        ready = self.epochs[self.next]
-        return len(ready) == len(batches) and all(
-            np.array_equal(a.requests, b.requests) for a, b in zip(ready, batches, strict=True)
-        )
-
-    def take(self) -> Any:
-        """The next chunk's clips; keeps the queue full. Every chunk's file-list lines are checked
-        against the plan, `check_lag` chunks later (0: now). Reading them copies them to the host,
-        which waits for the chunk's GPU work; a few chunks later that work is long done."""
-        p, n_pipes = self.k % len(self.pipes), len(self.pipes)
-        clips, ids = self.pipes[p].outputs()
-        self._unchecked.append((p, (self.k // n_pipes) * self.batch, ids))
-        while len(self._unchecked) > self.check_lag:
-            self._check(*self._unchecked.popleft())
-        if self.scheduled[p] < self.total[p]:
-            self.pipes[p].schedule_run()
-            self.scheduled[p] += 1
-        self.k += 1
-        return clips
-
-    def check_all(self) -> None:
-        """Check the chunks taken and not yet checked (the segment is done with)."""
-        while self._unchecked:
-            self._check(*self._unchecked.popleft())
-
-    def shutdown(self, pace_s: float = 0.0) -> float:
-        """Stop the pipelines and free their decoders and buffers, here and now rather than in
-        whichever thread drops the last reference, one at a time `pace_s` apart; the seconds it
-        took. DALI stops a pipeline without Python's lock, but frees it holding it (a pybind11
-        destructor), so the training thread stands still meanwhile: paced, each stop is short."""
-        t0 = time.perf_counter()
-        pipes, self.pipes = self.pipes, []
-        while pipes:
-            pipes.pop()._shutdown()  # what Pipeline.__del__ does (DALI 2.4): no public equivalent
-            if pipes and pace_s:
-                time.sleep(pace_s)
-        return time.perf_counter() - t0
-
-    def _check(self, p: int, line: int, ids: Any) -> None:
-        ids = ids.as_cpu() if hasattr(ids, "as_cpu") else ids
-        got = np.asarray(ids.as_array()).reshape(-1)
-        if not np.array_equal(got, np.arange(line, line + self.batch)):
-            raise LoaderError(
-                f"NVDEC pipeline {p} returned file-list lines {got.tolist()} where lines "
-                f"{line}..{line + self.batch - 1} were due: clips out of plan order"
-            )
 
 
 class GpuBackend:
@@ -220,7 +115,7 @@ class GpuBackend:
         self.paths = stage_cache(dataset, cfg.cache_dir or default_cache_dir(), cfg.verify)
         self._tmp = tempfile.TemporaryDirectory(prefix="ucf3d-lists-")
         self._lists = 0  # file-list name counter (current and next segments coexist)
-        self._segment: _Segment | None = None
+        self._segment: Segment | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-segment")
         self._next: Future | None = None  # the following segment, being built
         self._retire = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-retire")
@@ -277,7 +172,7 @@ class GpuBackend:
 
     def _segment_for(
         self, first_epoch: int, first: list[PlanBatch], background: bool = False
-    ) -> _Segment:
+    ) -> Segment:
         """Plan epochs first_epoch, first_epoch + 1, ... into one segment and build it (in the
         background, where another segment is feeding training, as `_build` paces it)."""
         epochs = self._plan(first_epoch, first)
@@ -297,7 +192,7 @@ class GpuBackend:
         if not background:  # before training's next step: the plan out of the GC's way (FREEZE)
             gc.collect()
             gc.freeze()
-        return _Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch, self.cfg.gpu_check_lag)
+        return Segment(epochs, chunks, pipes, depth, self.cfg.gpu_batch, self.cfg.gpu_check_lag)
 
     def _build(self, chunks: list[np.ndarray], background: bool) -> tuple[list[Any], int]:
         """One pipeline per file list (chunk k -> pipeline k % P), each started decoding.
@@ -405,7 +300,7 @@ class GpuBackend:
                 self._segment = None
                 self._retire.submit(self._shut, seg)  # freed off the consumer's thread
 
-    def _current(self, batches: list[PlanBatch]) -> _Segment:
+    def _current(self, batches: list[PlanBatch]) -> Segment:
         """The segment holding `batches` as its next epoch: current, prepared, or new. One done
         with is shut down by the retiring thread, off the consumer's."""
         old = self._segment
@@ -433,7 +328,7 @@ class GpuBackend:
                 self.switch_s += took
                 self.events.append(("switch", t0, took))
 
-    def _shut(self, segment: _Segment) -> None:
+    def _shut(self, segment: Segment) -> None:
         t0 = time.perf_counter()
         took = segment.shutdown(self.cfg.gpu_pace_s)
         self.retire_s += took

@@ -178,8 +178,8 @@ def test_gpu_cache_names_and_file_lists_hold_the_hostile_names(hmdb: Path, tmp_p
     pytest.importorskip("nvidia.dali")
     from loader import LoaderConfig
     from loader.backend import make_batches
-    from loader.gpu import file_lists
     from loader.sampling import epoch_plan
+    from loader.segment import file_lists
     from loader.source import load_dataset
     from loader.videocache import cache_name, stage_cache
 

@@ -17,8 +17,9 @@ import pytest
 import ondisk
 from loader import LoaderConfig, LoaderError
 from loader.backend import make_batches
-from loader.gpu import GpuBackend, file_lists
+from loader.gpu import GpuBackend
 from loader.sampling import epoch_plan
+from loader.segment import file_lists
 from loader.source import load_dataset
 from loader.videocache import cache_name, stage_cache
 

@@ -1,4 +1,4 @@
-"""loader.gpu's segments on real DALI pipelines, CPU ones: _Segment's plan-line check only reads
+"""loader.gpu's segments on real DALI pipelines, CPU ones: Segment's plan-line check only reads
 the line numbers a pipeline returns, whichever device made them, and GpuBackend's planning,
 switching and shutting down of segments run the same with CPU pipelines reading its file lists
 in place of NVDEC's readers.video."""
@@ -13,8 +13,9 @@ from nvidia.dali import fn, pipeline_def, types
 from test_loader import world  # noqa: F401 - module fixture
 
 from loader import LoaderError
-from loader.gpu import GpuBackend, _Segment
+from loader.gpu import GpuBackend
 from loader.hostmem import host_rss_gb
+from loader.segment import Segment
 
 BATCH, PIPES, CHUNKS = 4, 2, 8
 
@@ -48,9 +49,9 @@ def _pipes(bad_chunk: int | None) -> list:
     return pipes
 
 
-def _segment(bad_chunk: int | None, lag: int) -> _Segment:
+def _segment(bad_chunk: int | None, lag: int) -> Segment:
     chunks = [[np.zeros(0)] * CHUNKS]  # only their number matters here
-    return _Segment([[]], chunks, _pipes(bad_chunk), depth=1, batch=BATCH, check_lag=lag)
+    return Segment([[]], chunks, _pipes(bad_chunk), depth=1, batch=BATCH, check_lag=lag)
 
 
 @pytest.mark.parametrize("lag", [0, 3])
