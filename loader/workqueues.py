@@ -14,8 +14,9 @@ against the default 8, fed / unfed: the eager step fed by NVDEC at short side 12
 0.903-0.915; by the hybrid at 1/8, 0.947-0.948 against 0.940; at short side 240 (48 pipelines),
 0.936 against 0.848; the graphed step, 0.887 against 0.81. The step alone does not change.
 
-So `ucf3d train`, `ucf3d eval` and `ucf3d bench feed` ask for 32 queues when they decode with
-NVDEC on the GPU, unless CUDA_DEVICE_MAX_CONNECTIONS is already set (the user's value is kept).
+So `ucf3d train`, `ucf3d eval` and `ucf3d bench feed` ask for 32 queues whenever their steps run
+on the GPU (whatever decodes: with the CPU path DALI still copies each batch in on streams of its
+own), unless CUDA_DEVICE_MAX_CONNECTIONS is already set (the user's value is kept).
 CUDA reads the variable when it creates a context, so it must be set before anything (Paddle,
 DALI, PyTorch) creates the device's context; widen() says when it came too late.
 """

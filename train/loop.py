@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -139,7 +138,7 @@ def use_device(device: str) -> None:
             raise RuntimeError(problem)
         from loader.workqueues import widen
 
-        widen(int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0]))
+        widen(gpu_device_id())
     mixed = mixed_install()
     if mixed:
         log.warning(mixed)
