@@ -143,10 +143,13 @@ def test_work_queues_are_widened_unless_the_user_chose(monkeypatch, caplog) -> N
     assert "after the CUDA context of device 3 was created" in caplog.text
 
 
-def test_train_on_the_gpu_widens_the_work_queues_before_paddle(tmp_path: Path) -> None:
-    """`ucf3d train --device gpu` sets CUDA_DEVICE_MAX_CONNECTIONS before Paddle is imported (so
-    before it can create a context); on a CPU-only Paddle build it then fails clearly, as before.
-    In a fresh interpreter: this one imported Paddle long ago."""
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_gpu_commands_widen_the_work_queues_before_paddle(command: str, tmp_path: Path) -> None:
+    """`ucf3d train|eval --device gpu` set CUDA_DEVICE_MAX_CONNECTIONS before Paddle is imported
+    (so before it can create a context); on a CPU-only Paddle build they then fail clearly, as
+    before. In a fresh interpreter: this one imported Paddle long ago."""
+    where = ["--run-dir", str(tmp_path)] if command == "train" else ["--ckpt", str(tmp_path / "x")]
+    args = [command, "--device", "gpu", *where]
     code = (
         "import os, sys\n"
         "import loader.workqueues as wq\n"
@@ -157,7 +160,7 @@ def test_train_on_the_gpu_widens_the_work_queues_before_paddle(tmp_path: Path) -
         "wq.widen = spy\n"
         "from cli import main\n"
         "try:\n"
-        f"    main(['train', '--device', 'gpu', '--epochs', '1', '--run-dir', r'{tmp_path}'])\n"
+        f"    main({args!r})\n"
         "except SystemExit as e:\n"
         "    print('exit', e.code, os.environ.get(wq.ENV), flush=True)\n"
     )
@@ -167,3 +170,4 @@ def test_train_on_the_gpu_widens_the_work_queues_before_paddle(tmp_path: Path) -
     assert "widen: paddle imported False" in out.stdout, out.stdout + out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("exit ") and last.endswith(" 32") and last != "exit 0 32", out.stdout
+    assert "Error: " in out.stderr + out.stdout  # one clear line, as on any CPU-only build
