@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loader import ClipLoader, LoaderConfig  # noqa: E402
-from loader.gpu import GpuBackend, file_lists  # noqa: E402
+from loader.gpu import GpuBackend  # noqa: E402
+from loader.segment import file_lists  # noqa: E402
 
 
 def main() -> None:

@@ -121,9 +121,8 @@ class GpuBackend:
         self._retire = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-retire")
         self.built: list[dict[str, Any]] = []  # per segment: epochs, clips, build_s, background
         self.segment_clips = cfg.gpu_segment_clips or self._auto_segment_clips()
-        self.switch_s = 0.0  # the consumer's time moving from one segment to the next
-        self.retire_s = 0.0  # background time shutting down segments done with
-        # (what, perf_counter at its start, seconds): builds, boundaries, shut-downs
+        # (what, perf_counter at its start, seconds): builds, boundaries ("switch": the
+        # consumer's time moving from one segment to the next), shut-downs (in the background)
         self.events: list[tuple[str, float, float]] = []
 
     def _auto_segment_clips(self) -> int:
@@ -324,15 +323,11 @@ class GpuBackend:
             return self._segment
         finally:
             if old is not None:
-                took = time.perf_counter() - t0
-                self.switch_s += took
-                self.events.append(("switch", t0, took))
+                self.events.append(("switch", t0, time.perf_counter() - t0))
 
     def _shut(self, segment: Segment) -> None:
         t0 = time.perf_counter()
-        took = segment.shutdown(self.cfg.gpu_pace_s)
-        self.retire_s += took
-        self.events.append(("shutdown", t0, took))
+        self.events.append(("shutdown", t0, segment.shutdown(self.cfg.gpu_pace_s)))
 
     def segment_report(self, origin: float | None = None) -> dict[str, Any]:
         """What the NVDEC segments cost: each one built, the consumer's time at the boundaries,
@@ -340,12 +335,16 @@ class GpuBackend:
         perf_counter time), also `events`: [what, start, seconds] of each build, boundary
         (`switch`) and shut-down, start counted from origin."""
         clips = "whole run" if self.segment_clips == WHOLE_RUN else self.segment_clips
+        events = list(self.events)  # the retiring thread may append meanwhile
+
+        def total(kind: str) -> float:
+            return round(sum(s for what, _, s in events if what == kind), 3)
+
         report = {"segment_clips": clips, "segments": list(self.built),
-                  "switch_s": round(self.switch_s, 3),
-                  "retire_s": round(self.retire_s, 3)}  # fmt: skip
+                  "switch_s": total("switch"), "retire_s": total("shutdown")}  # fmt: skip
         if origin is not None:
             report["events"] = [[what, round(t - origin, 2), round(s, 3)]
-                                for what, t, s in list(self.events)]  # fmt: skip
+                                for what, t, s in events]  # fmt: skip
         return report
 
     def close(self) -> None:
