@@ -389,8 +389,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
               help="Time the step alone for this long (default: --seconds).")
 @click.option("--in-flight", type=click.IntRange(1), default=2, show_default=True,
               help="Steps queued on the device before the host waits.")
-@click.option("--stream", type=click.Choice(["side", "default"]), default="side",
-              show_default=True, help="side: steps on a non-blocking stream (as ucf3d train).")
+@click.option("--stream", type=click.Choice(["side", "high", "default"]), default="side",
+              show_default=True, help="side: steps on a non-blocking stream (as ucf3d train); "
+              "high: the same at high priority (ucf3d train --step-stream high).")
 @click.option("--graph", is_flag=True, help="PyTorch stand-in: CUDA-graph the step.")
 @click.option("--cuda-sync", type=click.Choice(["auto", "spin", "yield", "blocking"]),
               default="auto", show_default=True,
@@ -515,9 +516,10 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               show_default=True, help="Mixed precision (GPU); fp16 white-lists conv3d.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the model through paddle.jit.to_static (Paddle's static-graph executor).")
-@click.option("--step-stream", type=click.Choice(["side", "default"]), default="side",
+@click.option("--step-stream", type=click.Choice(["side", "high", "default"]), default="side",
               show_default=True, help="GPU: run the steps on a non-blocking stream of their own "
-              "(the NVDEC loader's frame conversions do not queue behind them) or on Paddle's.")
+              "(the NVDEC loader's frame conversions do not queue behind them), the same at high "
+              "priority (the step's kernels go first where both wait for SMs), or on Paddle's.")
 @click.option("--loader-sms", type=click.IntRange(0), default=None, show_default="auto",
               help="GPU: train on all but N of the GPU's SMs (a CUDA green context, CUDA 12.4+), "
               "so the NVDEC loader's per-frame kernels never queue behind the step's. auto: 2 "

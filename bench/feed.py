@@ -45,11 +45,12 @@ from typing import Any
 
 from bench.measure import GilProbe, GpuSampler, cpu_seconds, gpu_name
 from loader import ClipLoader, LoaderConfig
+from loader.greenctx import STEP_STREAMS
 
 log = logging.getLogger(__name__)
 
 CONSUMERS = ("auto", "paddle", "torch")
-STREAMS = ("side", "default")
+STREAMS = STEP_STREAMS
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,11 @@ class FeedConfig:
             raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
         if self.device not in ("gpu", "cpu") or self.in_flight < 1:
             raise ValueError("device must be gpu or cpu, in_flight >= 1")
-        on_side_gpu = (self.device, self.stream) == ("gpu", "side")
+        on_side_gpu = self.device == "gpu" and self.stream != "default"
         if self.loader_sms is not None and (
             self.loader_sms < 0 or (self.loader_sms and not on_side_gpu)
         ):
-            raise ValueError("loader_sms must be >= 0, and 0 off the GPU or the side stream")
+            raise ValueError("loader_sms must be >= 0, and 0 off the GPU or on the default stream")
 
     def steps_loader_sms(self) -> int:
         """loader_sms, or what `ucf3d train` would choose for this device and decode path."""

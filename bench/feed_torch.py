@@ -53,7 +53,7 @@ def _r3d18(num_classes: int = 101) -> Any:
     return R3D18()
 
 
-_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (device, mean, std) -> device tensors, made once
+_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (device, mean, std, dtype) -> mean, 1/std or None
 
 
 def to_torch(output: Any, n: int, cfg: Any) -> Any:
@@ -63,6 +63,9 @@ def to_torch(output: Any, n: int, cfg: Any) -> Any:
     made per batch (`torch.tensor(..., device="cuda")`), each was a copy from pageable memory,
     which PyTorch synchronises with the current stream, i.e. the host waited for every step
     queued on the training stream, twice a batch (docs/BENCHMARKS.md, "Fourth round").
+    The arithmetic is loader.bridge.normalize's, kernel for kernel (one cast, the subtraction, the
+    division only where some std is not 1, all in cfg.dtype), so the stand-in's hand-over costs
+    what Paddle's does; only the uint8 transpose is a free view here (channels-last).
     """
     import torch
 
@@ -73,13 +76,18 @@ def to_torch(output: Any, n: int, cfg: Any) -> Any:
     x = (parts[0] if len(parts) == 1 else torch.cat(parts))[:n]
     if cfg.clip_output() != "uint8":
         return x.contiguous(memory_format=torch.channels_last_3d)
-    key = (x.device, tuple(cfg.mean), tuple(cfg.std))
+    dtype = getattr(torch, cfg.dtype)
+    key = (x.device, tuple(cfg.mean), tuple(cfg.std), dtype)
     if key not in _CONSTANTS:
-        mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
-        _CONSTANTS[key] = (mean, 1 / torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1))
+        mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1).to(dtype)
+        inv_std = None
+        if any(s != 1 for s in cfg.std):
+            inv_std = (1 / torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)).to(dtype)
+        _CONSTANTS[key] = (mean, inv_std)
     mean, inv_std = _CONSTANTS[key]
     # (N, T, H, W, C) viewed as (N, C, T, H, W) is channels-last-3d already: no copy
-    return (x.permute(0, 4, 1, 2, 3).float() - mean) * inv_std
+    x = x.permute(0, 4, 1, 2, 3).to(dtype).sub_(mean)
+    return x if inv_std is None else x.mul_(inv_std)
 
 
 def torch_consumer(cfg: FeedConfig) -> Consumer:
@@ -95,10 +103,14 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     model = _r3d18().cuda().to(memory_format=torch.channels_last_3d)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    side = torch.cuda.Stream() if cfg.stream == "side" else torch.cuda.current_stream()
+    priority = -1 if cfg.stream == "high" else 0  # as Paddle's 1 / 2 (train.loop._step_stream)
+    side = (torch.cuda.Stream(priority=priority) if cfg.stream != "default"
+            else torch.cuda.current_stream())  # fmt: skip
     shape = (lc.batch_size, 3, lc.clip_len, lc.size, lc.size)
 
     def eager(x: Any, y: Any) -> None:
+        if dtype is None and x.dtype != torch.float32:
+            x = x.float()  # as train.loop.batch_inputs does without mixed precision
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -106,7 +118,8 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         opt.step()
 
     with torch.cuda.stream(side):
-        fixed = (torch.randn(shape, device="cuda").contiguous(memory_format=torch.channels_last_3d),
+        fixed = (torch.randn(shape, device="cuda", dtype=getattr(torch, lc.dtype))
+                 .contiguous(memory_format=torch.channels_last_3d),
                  torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
     step = eager
     if cfg.graph:
@@ -128,7 +141,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         """The side stream, or (loader_sms) a stream in a green context leaving those SMs free."""
         if not loader_sms:
             return torch.cuda.stream(side)
-        green = torch.cuda.ExternalStream(partition(loader_sms).stream())
+        green = torch.cuda.ExternalStream(partition(loader_sms).stream(priority))
         green.wait_stream(side)
         return torch.cuda.stream(green)
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .config import LoaderConfig
 
-_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (place, mean, std) -> device tensors, made once
+_CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (place, mean, std, dtype) -> mean, 1/std or None
 
 
 def _import(output: Any) -> paddle.Tensor:
@@ -59,19 +59,36 @@ def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None
 def normalize(
     clips: paddle.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: str
 ) -> paddle.Tensor:
-    """(N, T, H, W, 3) uint8 -> (N, 3, T, H, W) `dtype`: (x - mean) / std on 0-255 values."""
+    """(N, T, H, W, 3) uint8 -> (N, 3, T, H, W) `dtype`: (x - mean) / std on 0-255 values.
+
+    This runs on the training stream between steps, so it does as little as it can there: the
+    transpose on uint8, one cast, the subtraction and (only when some std is not 1; Hara's recipe
+    divides by nothing) the division, all in `dtype` on the GPU. That is 3 kernels writing 1-2
+    bytes a value instead of 5 through float32, ~4x less memory traffic (docs/BENCHMARKS.md,
+    "Ninth round"). In float16 the mean is rounded to float16 first (at most 1/32 off on 0-255).
+    On the CPU, which has no float16 kernels, the arithmetic is in float32.
+    """
+    work = dtype if clips.place.is_gpu_place() else "float32"
+    key = (str(clips.place), mean, std, work)
+    if key not in _CONSTANTS:
+        inv = 1 / np.array(std) if any(s != 1 for s in std) else None
+        _CONSTANTS[key] = (
+            _per_channel(np.array(mean), clips.place, work),
+            None if inv is None else _per_channel(inv, clips.place, work),
+        )
+    m, inv_std = _CONSTANTS[key]
+    x = clips.transpose([0, 4, 1, 2, 3]).astype(work) - m  # (N, 3, T, H, W)
+    if inv_std is not None:
+        x = x * inv_std
+    return x if work == dtype else x.astype(dtype)
+
+
+def _per_channel(values: np.ndarray, place: Any, dtype: str) -> paddle.Tensor:
+    """3 values as a (1, 3, 1, 1, 1) `dtype` tensor on `place` (rounded from float32)."""
     import paddle
 
-    key = (str(clips.place), mean, std)
-    if key not in _CONSTANTS:
-        shape = (1, 3, 1, 1, 1)
-        m = paddle.to_tensor(np.array(mean, np.float32).reshape(shape), place=clips.place)
-        s = paddle.to_tensor((1 / np.array(std, np.float32)).reshape(shape), place=clips.place)
-        _CONSTANTS[key] = (m, s)
-    m, inv_std = _CONSTANTS[key]
-    x = clips.transpose([0, 4, 1, 2, 3]).astype("float32")  # (N, 3, T, H, W)
-    x = (x - m) * inv_std
-    return x if dtype == "float32" else x.astype(dtype)
+    shape = (1, 3, 1, 1, 1)
+    return paddle.to_tensor(values.astype(np.float32).reshape(shape), place=place).astype(dtype)
 
 
 class Holder:

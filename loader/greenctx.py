@@ -62,6 +62,10 @@ _NEEDED = (
 )
 
 
+# where the training steps run on the GPU: a non-blocking stream of their own ("side"), the same at
+# CUDA's high priority ("high": when both wait for SMs, the step's blocks go before the loader's,
+# which DALI issues at the default priority), or the framework's default stream
+STEP_STREAMS = ("side", "high", "default")
 DEFAULT_LOADER_SMS = 2  # measured best on an H200 (docs/BENCHMARKS.md, "Fed loader", sweeps F-H)
 
 
@@ -69,9 +73,9 @@ def default_loader_sms(device: str, decode: str, stream: str = "side") -> int:
     """SMs to leave to the loader when the user did not say: some when training on the GPU from
     NVDEC (whose per-frame kernels compete with the step's) on the steps' own stream, none
     otherwise (CPU decoding puts no kernels on the SMs; the partition's stream is a side stream,
-    so `stream="default"`, Paddle's own, has none)."""
+    so `stream="default"`, Paddle's own, has none; "side" and "high" are side streams)."""
     nvdec = device == "gpu" and decode in ("gpu", "hybrid")
-    return DEFAULT_LOADER_SMS if nvdec and stream == "side" else 0
+    return DEFAULT_LOADER_SMS if nvdec and stream != "default" else 0
 
 
 class GreenContextError(RuntimeError):
@@ -172,11 +176,15 @@ class SmPartition:
     def summary(self) -> dict[str, int]:
         return {"train_sms": self.sms, "device_sms": self.device_sms}
 
-    def stream(self) -> int:
-        """A new non-blocking stream in the partition (a raw CUstream handle, owned here)."""
+    def stream(self, priority: int = 0) -> int:
+        """A new non-blocking stream in the partition (a raw CUstream handle, owned here).
+
+        `priority`: CUDA's convention, lower is sooner (-1 = high, as PyTorch's and Paddle's "high";
+        out of the device's range it is clamped).
+        """
         handle = ctypes.c_void_p()
         made = self._cuda.cuGreenCtxStreamCreate(
-            ctypes.byref(handle), self._green, _STREAM_NON_BLOCKING, 0
+            ctypes.byref(handle), self._green, _STREAM_NON_BLOCKING, priority
         )
         _check(self._cuda, made, "cuGreenCtxStreamCreate")
         self._streams.append(handle)

@@ -34,12 +34,14 @@ def test_default_loader_sms_only_for_nvdec_on_the_gpu() -> None:
     assert default_loader_sms("gpu", "cpu") == 0  # CPU decoding puts no kernels on the SMs
     assert default_loader_sms("cpu", "gpu") == default_loader_sms("cpu", "cpu") == 0
     assert default_loader_sms("gpu", "gpu", stream="default") == 0  # no partition stream there
+    assert default_loader_sms("gpu", "gpu", stream="high") == 2  # a side stream, high priority
 
 
 def test_train_config_resolves_and_checks_loader_sms() -> None:
     assert TrainConfig(device="gpu", decode="gpu").steps_loader_sms() == 2
     assert TrainConfig(device="gpu", decode="cpu").steps_loader_sms() == 0
     assert TrainConfig(device="gpu", decode="gpu", step_stream="default").steps_loader_sms() == 0
+    assert TrainConfig(device="gpu", decode="gpu", step_stream="high").steps_loader_sms() == 2
     assert TrainConfig(device="gpu", decode="gpu", loader_sms=0).steps_loader_sms() == 0
     assert TrainConfig(device="gpu", decode="cpu", loader_sms=8).steps_loader_sms() == 8
     assert TrainConfig(device="cpu").steps_loader_sms() == 0
@@ -55,6 +57,7 @@ def test_feed_config_resolves_like_train(tmp_path: Path) -> None:
     lc = LoaderConfig(manifests=tmp_path, split=1, decode="gpu")
     assert FeedConfig(lc).steps_loader_sms() == 2
     assert FeedConfig(lc, stream="default").steps_loader_sms() == 0
+    assert FeedConfig(lc, stream="high", loader_sms=4).steps_loader_sms() == 4
     assert FeedConfig(lc, device="cpu").steps_loader_sms() == 0
     assert FeedConfig(lc, loader_sms=0).steps_loader_sms() == 0
     for bad in ({"device": "cpu", "loader_sms": 2}, {"stream": "default", "loader_sms": 2},
@@ -95,7 +98,7 @@ def test_partition_on_a_gpu() -> None:
         SmPartition(0, 0)
     with SmPartition(0, 2, fine=True) as fine, SmPartition(0, 2) as aligned:
         assert 0 < aligned.sms <= fine.sms <= fine.device_sms - 2
-        assert fine.stream() != 0
+        assert fine.stream() != 0 and fine.stream(priority=-1) != 0
         with fine.current():
             pass
     with pytest.raises(GreenContextError, match="cannot leave"):

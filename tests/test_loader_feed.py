@@ -62,6 +62,22 @@ def test_normalize_layout() -> None:
     assert out.shape == (2, 3, 3, 4, 5) and np.allclose(out, want)
 
 
+def test_normalize_without_std_in_the_clips_dtype() -> None:
+    """Hara's recipe (std 1): only the mean comes off; float16 out matches float32 to rounding."""
+    import paddle
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 3, 4, 5, 3), dtype=np.uint8)
+    mean = (114.77, 107.74, 99.48)
+    want = x.transpose(0, 4, 1, 2, 3) - np.array(mean)[:, None, None, None]
+    half = normalize(paddle.to_tensor(x), mean, (1.0, 1.0, 1.0), "float16")
+    full = normalize(paddle.to_tensor(x), mean, (1.0, 1.0, 1.0), "float32").numpy()
+    assert half.dtype == paddle.float16 and full.dtype == np.float32
+    assert np.allclose(full, want, atol=1e-4)
+    # float16 rounding of values up to 255 (1/8 apart), plus the mean's own (GPU) rounding
+    assert np.abs(half.numpy().astype(np.float32) - want).max() <= 1 / 16 + 1 / 32
+
+
 def test_bridge_concatenates_parts_in_order() -> None:
     import paddle
 

@@ -326,12 +326,12 @@ def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_step_stream_option(tmp_path: Path, data) -> None:
-    """--step-stream is validated and kept in the run config; on the CPU both kinds just run."""
+    """--step-stream is validated and kept in the run config; on the CPU every kind just runs."""
     from train.loop import compute_stream
 
     with pytest.raises(ValueError, match="step_stream"):
         TrainConfig(step_stream="low")
-    for kind in ("side", "default"):
+    for kind in ("side", "high", "default"):
         with compute_stream("cpu", kind):
             pass
     run = fit(tiny_cfg(tmp_path / "run", epochs=1, step_stream="default"),

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from loader.greenctx import STEP_STREAMS, default_loader_sms
 from train.models import DEPTHS, SHORTCUTS, default_shortcut, model_name
 
 SCHEDULES = ("plateau", "multistep")
@@ -56,7 +57,7 @@ class TrainConfig:
     decode: str = "cpu"
     amp: str = "none"
     compile: bool = False  # paddle.jit.to_static on the model (not part of the run's identity)
-    step_stream: str = "side"  # GPU steps on a non-blocking stream of their own, or "default"
+    step_stream: str = "side"  # GPU steps: loader.greenctx.STEP_STREAMS
     # GPU: SMs the step leaves to the loader (a green context holds the rest; loader.greenctx);
     # None = auto: loader.greenctx.default_loader_sms (2 with NVDEC decoding on the side stream,
     # else 0); 0 = off
@@ -81,14 +82,14 @@ class TrainConfig:
             object.__setattr__(self, "shortcut", default_shortcut(self.model))
         for name, choices in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES),
                               ("decode", DECODES), ("shortcut", SHORTCUTS),
-                              ("step_stream", ("side", "default"))):  # fmt: skip
+                              ("step_stream", STEP_STREAMS)):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.loader_sms is not None:
             if self.loader_sms < 0:
                 raise ValueError(f"loader_sms must be >= 0, got {self.loader_sms}")
             if self.loader_sms and (self.device != "gpu" or self.step_stream == "default"):
-                raise ValueError("loader_sms needs device 'gpu' and the side step stream")
+                raise ValueError("loader_sms needs device 'gpu' and a side step stream")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule 'multistep' needs milestones (epochs at which lr *= gamma)")
         for name in ("batch_size", "epochs", "checkpoint_every", "val_every", "log_every"):
@@ -120,8 +121,6 @@ class TrainConfig:
         """SMs the training steps leave to the loader: loader_sms, or the automatic choice."""
         if self.loader_sms is not None:
             return self.loader_sms
-        from loader.greenctx import default_loader_sms
-
         return default_loader_sms(self.device, self.decode, self.step_stream)
 
     @property

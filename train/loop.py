@@ -42,7 +42,7 @@ AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 # one step stream per (GPU, SMs asked for the loader, split) for the whole run: a new stream each
 # epoch would also get its own pool in Paddle's stream-safe allocator
-_STREAMS: dict[tuple[int, int, bool], tuple[Any, int]] = {}
+_STREAMS: dict[tuple[int, str, int, bool], tuple[Any, int]] = {}
 
 
 @contextlib.contextmanager
@@ -56,7 +56,9 @@ def compute_stream(
     the loader converts would queue behind the training kernels already submitted. Paddle's
     `paddle.device.Stream` is created non-blocking, so steps issued on it never hold the
     decoder up (docs/BENCHMARKS.md, "Fed loader"). On the CPU, or with kind "default" (`ucf3d
-    train --step-stream default`, to compare or to rule the stream out), this does nothing.
+    train --step-stream default`, to compare or to rule the stream out), this does nothing. Kind
+    "high" makes the stream a high-priority one: where the step's kernels and the loader's (which
+    DALI issues at the default priority) both wait for SMs, the step's blocks are started first.
 
     With `loader_sms` (`ucf3d train --loader-sms N`) the stream is created inside a CUDA green
     context holding all but N of the GPU's SMs (loader.greenctx, SM by SM with `sm_fine`): the
@@ -67,9 +69,9 @@ def compute_stream(
     if device != "gpu" or (kind == "default" and not loader_sms):
         yield
         return
-    key = (gpu_device_id(), loader_sms, sm_fine)
+    key = (gpu_device_id(), kind, loader_sms, sm_fine)
     if key not in _STREAMS:
-        _STREAMS[key] = _step_stream(loader_sms, sm_fine, strict)
+        _STREAMS[key] = _step_stream(loader_sms, sm_fine, strict, kind == "high")
     stream, partitioned = _STREAMS[key]  # partitioned: the SMs actually left to the loader
     stream.wait_stream(paddle.device.current_stream())
     with paddle.device.stream_guard(stream):
@@ -83,9 +85,10 @@ def compute_stream(
     stream.synchronize()
 
 
-def _step_stream(loader_sms: int, sm_fine: bool, strict: bool) -> tuple[Any, int]:
+def _step_stream(loader_sms: int, sm_fine: bool, strict: bool, high: bool) -> tuple[Any, int]:
     """compute_stream's stream (in the green context with `loader_sms`), and the SMs it leaves."""
     stream, partitioned = None, 0
+    priority = 1 if high else 2  # Paddle's convention: 1 high, 2 normal (CUDA's -1 and 0)
     if loader_sms:
         from loader.greenctx import GreenContextError, shared_partition
 
@@ -97,10 +100,10 @@ def _step_stream(loader_sms: int, sm_fine: bool, strict: bool) -> tuple[Any, int
             log.warning("training on every SM (%s); the NVDEC loader may be slowed", e)  # once
         else:
             with part.current():
-                stream = paddle.device.Stream()  # made by the runtime in the green context
+                stream = paddle.device.Stream(priority=priority)  # made in the green context
             partitioned = part.device_sms - part.sms
     if stream is None:
-        stream = paddle.device.Stream()
+        stream = paddle.device.Stream(priority=priority)
     return stream, partitioned
 
 
