@@ -325,6 +325,15 @@ def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_clip_dtype_follows_the_precision() -> None:
+    from train.loop import clip_dtype
+
+    assert clip_dtype("none", "gpu") == clip_dtype("none", "cpu") == "float32"
+    assert clip_dtype("fp16", "gpu") == clip_dtype("fp16", "cpu") == "float16"
+    assert clip_dtype("bf16", "gpu") == "float16"  # the first conv casts it to bf16 anyway
+    assert clip_dtype("bf16", "cpu") == "float32"  # no float16 kernels on the CPU
+
+
 def test_step_stream_option(tmp_path: Path, data) -> None:
     """--step-stream is validated and kept in the run config; on the CPU every kind just runs."""
     from train.loop import compute_stream
