@@ -13,6 +13,7 @@ Measured on an H200 beside the training step (docs/BENCHMARKS.md, "Eighth round"
 against the default 8, fed / unfed: the eager step fed by NVDEC at short side 128, 0.946 against
 0.903-0.915; by the hybrid at 1/8, 0.947-0.948 against 0.940; at short side 240 (48 pipelines),
 0.936 against 0.848; the graphed step, 0.887 against 0.81. The step alone does not change.
+The ninth round's lines got their 32 queues from widen() itself (`cuda_work_queues` 32).
 
 So `ucf3d train`, `ucf3d eval` and `ucf3d bench feed` ask for 32 queues whenever their steps run
 on the GPU (whatever decodes: with the CPU path DALI still copies each batch in on streams of its
