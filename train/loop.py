@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 AMP_WHITE_LIST = {"conv3d", "matmul_v2", "matmul"}
 
 
-# one step stream per (GPU, SMs asked for the loader, split) for the whole run: a new stream each
-# epoch would also get its own pool in Paddle's stream-safe allocator
+# one step stream per (GPU, kind, SMs asked for the loader, split) for the whole run: a new stream
+# each epoch would also get its own pool in Paddle's stream-safe allocator
 _STREAMS: dict[tuple[int, str, int, bool], tuple[Any, int]] = {}
 
 
