@@ -519,7 +519,10 @@ def _check_finite(model: paddle.nn.Layer, record: dict[str, Any]) -> None:
             raise RuntimeError(
                 f"epoch {record['epoch']}: {k} is {record[k]}; lower --lr or use fp32"
             )
-    bad = [n for n, p in model.state_dict().items() if not bool(paddle.isfinite(p).all())]
+    state = model.state_dict()
+    # one flag per tensor, read in one go: a single wait for the device, not one per tensor
+    finite = paddle.stack([paddle.isfinite(p).all() for p in state.values()]).numpy()
+    bad = [n for n, ok in zip(state, finite, strict=True) if not ok]
     if bad:
         raise RuntimeError(
             f"epoch {record['epoch']}: weights hold NaN or inf ({', '.join(bad[:3])}); "
