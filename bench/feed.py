@@ -132,7 +132,7 @@ def run_feed(cfg: FeedConfig) -> dict:
         log.warning("steps on every SM: %s", why_not)
         cfg = replace(cfg, loader_sms=0)
     alone = replace(cfg, seconds=cfg.unfed_seconds or cfg.seconds)  # the unfed phase's timing
-    key = _unfed_key(alone)
+    key = _unfed_key(alone, queues)
     cached = _read_cache(cfg.unfed_cache).get(key) if cfg.unfed_cache else None
     whole = cached["unfed"] if cached else None
     if whole is None and cfg.loader_sms:
@@ -202,16 +202,15 @@ def nvdec_report(backend: Any, origin: float | None = None) -> dict[str, Any]:
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures
 
 
-def _unfed_key(cfg: FeedConfig) -> str:
-    """Everything the step alone depends on (not the loader's decode settings)."""
-    from loader.workqueues import ENV
-
+def _unfed_key(cfg: FeedConfig, queues: str) -> str:
+    """Everything the step alone depends on (not the loader's decode settings); `queues`: the
+    work queues in force (what widen() returned, "cpu" off the GPU)."""
     lc = cfg.loader
     return json.dumps({
         "device": gpu_name() if cfg.device == "gpu" else "cpu", "consumer": cfg.consumer,
         "model": cfg.model, "amp": cfg.amp, "graph": cfg.graph, "stream": cfg.stream,
         "in_flight": cfg.in_flight, "cuda_sync": cfg.cuda_sync, "loader_sms": cfg.loader_sms,
-        "work_queues": os.environ.get(ENV, "") if cfg.device == "gpu" else "",
+        "work_queues": queues,
         "sm_fine": cfg.sm_fine, "seconds": cfg.seconds, "warmup": cfg.warmup,
         "batch_size": lc.batch_size, "clip_len": lc.clip_len, "size": lc.size,
         "dtype": lc.dtype,
