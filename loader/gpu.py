@@ -37,7 +37,8 @@ is done about it:
 - the next segment is built halfway through the current one, one pipeline at a time too; with
   `gpu_lazy_init` its readers open their files on their first run, in their own threads, not in
   build (0.863). It is not the default: one run of ten with it ended in CUDA_ERROR_ILLEGAL_ADDRESS
-  inside DALI, which two repeats did not reproduce;
+  inside DALI, which two repeats did not reproduce (the ninth round saw the same crash in two
+  hybrid runs without it, so lazy init may not be the cause: docs/BENCHMARKS.md);
 - above all, fewer boundaries: by default (`gpu_segment_clips=None`) a run whose last epoch is
   known is planned whole, one set of pipelines for all of it, where every pipeline keeping every
   file of its lists open (a demuxer each, ~92 KB: `DEMUXER_BYTES`, ~21 GB with 24 pipelines on
