@@ -56,8 +56,9 @@ def _r3d18(num_classes: int = 101) -> Any:
 _CONSTANTS: dict[tuple, tuple[Any, Any]] = {}  # (device, mean, std, dtype) -> mean, 1/std or None
 
 
-def to_torch(output: Any, n: int, cfg: Any) -> Any:
-    """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge).
+def to_torch(output: Any, n: int, cfg: Any, out: Any = None) -> Any:
+    """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge);
+    written into `out` (a graphed step's input) where given and of the same shape.
 
     Nothing here waits for the GPU. The mean and 1/std live on the device from the first batch on:
     made per batch (`torch.tensor(..., device="cuda")`), each was a copy from pageable memory,
@@ -86,7 +87,11 @@ def to_torch(output: Any, n: int, cfg: Any) -> Any:
         _CONSTANTS[key] = (mean, inv_std)
     mean, inv_std = _CONSTANTS[key]
     # (N, T, H, W, C) viewed as (N, C, T, H, W) is channels-last-3d already: no copy
-    x = x.permute(0, 4, 1, 2, 3).to(dtype).sub_(mean)
+    x = x.permute(0, 4, 1, 2, 3).to(dtype)
+    if out is not None and out.shape == x.shape:
+        x = torch.sub(x, mean, out=out)  # no copy into the graph's input afterwards
+    else:
+        x = x.sub_(mean)
     return x if inv_std is None else x.mul_(inv_std)
 
 
@@ -121,9 +126,10 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         fixed = (torch.randn(shape, device="cuda", dtype=getattr(torch, lc.dtype))
                  .contiguous(memory_format=torch.channels_last_3d),
                  torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
-    step = eager
-    if cfg.graph:
-        step = _graphed(eager, model, opt, fixed, dtype, side)
+    step, into = eager, None
+    if cfg.graph:  # the graph's own input is the resident batch: the step alone copies nothing
+        step, fixed = _graphed(eager, model, opt, fixed, dtype, side)
+        into = fixed[0]
 
     def fence() -> Callable[[], None]:
         event = torch.cuda.Event()
@@ -148,7 +154,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
         for clips, batch in loader.raw_epoch(epoch):
             y = torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
-            x = to_torch(clips, len(batch), lc)
+            x = to_torch(clips, len(batch), lc, into)
             holder.hold(clips, on_gpu=True)
             yield x, y
 
@@ -164,8 +170,13 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
                     lambda: partition(cfg.loader_sms).summary(), mark)  # fmt: skip
 
 
-def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any, side: Any) -> Any:
-    """The whole step captured as one CUDA graph, replayed on copies of each batch."""
+def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
+             side: Any) -> tuple[Callable, tuple]:  # fmt: skip
+    """The whole step captured as one CUDA graph, and the graph's input (clips, labels).
+
+    The step replays the graph on its input; other tensors are copied into it first (batches
+    normalised into it by to_torch are not: they are there already, as the resident batch is).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -188,8 +199,10 @@ def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any, si
     def step(x: Any, y: Any) -> None:
         if x.shape[0] != sx.shape[0]:
             return eager(x, y)
-        sx.copy_(x)
-        sy.copy_(y)
+        if x is not sx:
+            sx.copy_(x)
+        if y is not sy:
+            sy.copy_(y)
         graph.replay()
 
-    return step
+    return step, (sx, sy)
