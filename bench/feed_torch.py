@@ -128,7 +128,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
                  torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
     step, into = eager, None
     if cfg.graph:  # the graph's own input is the resident batch: the step alone copies nothing
-        step, fixed = _graphed(eager, model, opt, fixed, dtype, side)
+        step, fixed = _graphed(eager, model, opt, fixed, dtype)
         into = fixed[0]
 
     def fence() -> Callable[[], None]:
@@ -170,31 +170,40 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
                     lambda: partition(cfg.loader_sms).summary(), mark)  # fmt: skip
 
 
-def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
-             side: Any) -> tuple[Callable, tuple]:  # fmt: skip
-    """The whole step captured as one CUDA graph, and the graph's input (clips, labels).
+def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple,
+             dtype: Any) -> tuple[Callable, tuple]:  # fmt: skip
+    """The whole step as a CUDA graph, and the graph's input (clips, labels).
 
     The step replays the graph on its input; other tensors are copied into it first (batches
     normalised into it by to_torch are not: they are there already, as the resident batch is).
+
+    The graph is captured on the stream it first runs on, one graph per stream: a graph's kernels
+    keep the context they were captured in, so a graph captured in the primary context and replayed
+    on a green context's stream runs on every SM, partition or not (rounds four to nine captured it
+    on the side stream: their "graphed step on the partition" had the whole GPU, which is why it
+    lost nothing to the partition, even at 116 SMs). Warming up on that stream first also lets
+    cuDNN pick kernels that launch on the partition's SMs.
     """
     import torch
     import torch.nn.functional as F
 
     sx, sy = fixed[0].clone(), fixed[1].clone()
-    warm = torch.cuda.Stream()
-    warm.wait_stream(side)
-    with torch.cuda.stream(warm):
+    graphs: dict[int, Any] = {}  # the capturing stream's handle -> its graph
+
+    def capture() -> Any:
+        stream = torch.cuda.current_stream()
         for _ in range(5):
             eager(sx, sy)
-    side.wait_stream(warm)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.stream(side), torch.cuda.graph(graph, stream=side):
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None,
-                            cache_enabled=False):  # fmt: skip
-            loss = F.cross_entropy(model(sx), sy)
-        loss.backward()
-        opt.step()
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        # thread-local: the loader's threads may be calling CUDA meanwhile
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None,
+                                cache_enabled=False):  # fmt: skip
+                loss = F.cross_entropy(model(sx), sy)
+            loss.backward()
+            opt.step()
+        return graph
 
     def step(x: Any, y: Any) -> None:
         if x.shape[0] != sx.shape[0]:
@@ -203,6 +212,9 @@ def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
             sx.copy_(x)
         if y is not sy:
             sy.copy_(y)
-        graph.replay()
+        key = torch.cuda.current_stream().cuda_stream
+        if key not in graphs:
+            graphs[key] = capture()
+        graphs[key].replay()
 
     return step, (sx, sy)
