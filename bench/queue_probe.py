@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--spins", type=int, default=4, help="spin kernels queued on the blocker")
     ap.add_argument("--kinds", default="side,high,green,green-high",
                     help="blocker kinds, comma-separated")  # fmt: skip
+    ap.add_argument("--pattern", choices=("spins", "wait"), default="spins",
+                    help="what the blocker holds: its own spins, or a wait for another "
+                         "stream's spins (streams waiting for each other's events)")  # fmt: skip
     args = ap.parse_args(argv)
 
     import os
@@ -65,15 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     }
     common = {"probe": "queues", "cuda_work_queues": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS"),
               "priority_range": [lo.value, hi.value], "device": torch.cuda.get_device_name(),
-              "probes": args.probes, "spins": args.spins, "sleep_ms": args.sleep_ms}  # fmt: skip
+              "probes": args.probes, "spins": args.spins, "sleep_ms": args.sleep_ms,
+              "pattern": args.pattern}  # fmt: skip
     for kind in args.kinds.split(","):
         before = [raw(0) for _ in range(args.probes // 2)]
         blocker = blockers[kind]()
         after = [raw(0) for _ in range(args.probes - len(before))]
-        result = _probe(torch, blocker, before + after, args.spins, cycles, args.sleep_ms)
+        waits_for = raw(0) if args.pattern == "wait" else None
+        result = _probe(torch, blocker, before + after, args.spins, cycles, args.sleep_ms,
+                        waits_for)  # fmt: skip
         print(json.dumps({**common, "blocker": kind, **result}), flush=True)
         torch.cuda.synchronize()
-        for handle in before + after:
+        for handle in before + after + ([waits_for] if waits_for else []):
             cuda.cuStreamDestroy_v2(ctypes.c_void_p(handle))
     green.close()
 
@@ -90,13 +96,20 @@ def _cycles_per_ms(torch: Any) -> float:
 
 
 def _probe(torch: Any, blocker: int, streams: list[int], spins: int, cycles: float,
-           sleep_ms: float) -> dict:  # fmt: skip
-    """Spin on `blocker`, then one tiny kernel per stream (and on the legacy default stream)."""
-    cells = torch.zeros(len(streams) + 1, device="cuda")
+           sleep_ms: float, waits_for: int | None = None) -> dict:  # fmt: skip
+    """Spin on `blocker` (or, with `waits_for`, spin there and have `blocker` wait for it, then
+    run a tiny kernel), then one tiny kernel per stream (and on the legacy default stream)."""
+    cells = torch.zeros(len(streams) + 2, device="cuda")
     torch.cuda.synchronize()
-    with torch.cuda.stream(torch.cuda.ExternalStream(blocker)):
+    held = torch.cuda.ExternalStream(blocker)
+    spinning = torch.cuda.ExternalStream(waits_for) if waits_for else held
+    with torch.cuda.stream(spinning):
         for _ in range(spins):
             torch.cuda._sleep(int(cycles))
+    if waits_for:
+        held.wait_stream(spinning)
+        with torch.cuda.stream(held):
+            cells[-2:-1].add_(1)
     time.sleep(sleep_ms / 4000)  # the first spin is running, the rest queued
     events = []
     for i, handle in enumerate(streams):
