@@ -10,10 +10,15 @@ confines the work of its streams to a partition of the SMs: the training step ru
 `device SMs - loader_sms` of them, and the loader's kernels (still in the primary context, free to
 use every SM) always find the rest idle.
 
-The partition keeps SMs apart, not the hardware work queues: by default a green context shares
-the primary context's, and a kernel waits behind everything submitted before it to its queue
-(loader.workqueues widens them to 32, which is where most of the rest was: docs/BENCHMARKS.md,
+The partition keeps SMs apart, not the hardware work queues: a green context shares the primary
+context's (loader.workqueues widens them to 32, which measured better: docs/BENCHMARKS.md,
 "Eighth round").
+
+A CUDA graph of the step must be captured on the partition's stream. Captured in the primary
+context and replayed on the partition's stream, it ran on every SM: bench feed's graphed stand-in,
+captured that way in rounds four to nine, lost nothing to the partition even at 116 SMs; captured
+on the partition's stream it takes 1.9 % longer on 130 SMs and 5.2 % on 124, as the eager step
+does (docs/BENCHMARKS.md, "Tenth round").
 
 Two ways to get a stream in the partition, both through the driver API with ctypes (no build
 step, no new dependency):

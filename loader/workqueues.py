@@ -1,19 +1,23 @@
-"""More hardware work queues, so that the loader's GPU work does not wait behind the training step.
+"""More hardware work queues for the loader's GPU work beside the training step: a measured default.
 
 CUDA feeds the GPU through a fixed set of hardware work queues ("connections"): each stream is
 mapped onto one of them, CUDA_DEVICE_MAX_CONNECTIONS of them per device (8 by default, at most
-32), and the GPU takes the work of one queue in the order it was submitted. Two streams sharing a
-queue are therefore not independent: a kernel waits behind every kernel submitted before it to the
-same queue, whatever their streams. A green context (loader.greenctx) shares the primary
-context's queues (CUDA 12.4-13.0 have no way to keep them apart), so the training stream shares a
-queue with some of DALI's dozens of streams. Every step queued ahead of the loader's kernels there
-holds them back, by up to a whole step when the step is queued at once (a CUDA graph).
+32). A green context (loader.greenctx) shares the primary context's queues (CUDA 12.4-13.0 have
+no way to keep them apart).
 
 Measured on an H200 beside the training step (docs/BENCHMARKS.md, "Eighth round"), 32 queues
 against the default 8, fed / unfed: the eager step fed by NVDEC at short side 128, 0.946 against
 0.903-0.915; by the hybrid at 1/8, 0.947-0.948 against 0.940; at short side 240 (48 pipelines),
-0.936 against 0.848; the graphed step, 0.887 against 0.81. The step alone does not change.
-The ninth round's lines got their 32 queues from widen() itself (`cuda_work_queues` 32).
+0.936 against 0.848. The step alone does not change. The ninth round's lines got their 32 queues
+from widen() itself (`cuda_work_queues` 32).
+
+Why is open. The eighth round read it as DALI's kernels sharing a queue with the training stream
+and waiting there behind the steps queued before them. A direct probe did not see that
+(bench/queue_probe.py, "Tenth round"): on the H200 (driver 580), with 8 queues or 32, no tiny kernel
+on any of 64 other streams, nor on the legacy default stream, waited behind four 40 ms kernels
+queued on a stream of the training's kinds (side or green context, default or high priority). The
+probe does not reproduce everything DALI does (its streams wait for each other's events: the
+probe's `--pattern wait`, not yet run on a GPU), so the 32 queues stay as what measured best.
 
 So `ucf3d train`, `ucf3d eval` and `ucf3d bench feed` ask for 32 queues whenever their steps run
 on the GPU (whatever decodes: with the CPU path DALI still copies each batch in on streams of its

@@ -369,6 +369,31 @@ def test_torch_stand_in_hand_over_never_waits_for_the_gpu() -> None:
     assert torch.equal(first, again)
     expected = chunk[:, :, :, :, 0].float() - 114.77
     assert torch.allclose(again[:4, 0], expected)
+    # a graphed step's input: the batch is normalised into it, nothing copied afterwards
+    into = torch.empty_like(first)
+    assert to_torch([chunk, chunk], 6, cfg, into) is into and torch.equal(into, first)
+    other = torch.empty(2, 3, 16, 8, 8, device="cuda")  # another shape: a new tensor
+    assert to_torch([chunk, chunk], 6, cfg, other) is not other
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_queue_probe_runs_on_the_gpu() -> None:
+    """bench.queue_probe: one JSON line per blocker kind, every probed stream accounted for."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    root = Path(__file__).resolve().parent.parent
+    for pattern in ("spins", "wait"):
+        cmd = [sys.executable, "-m", "bench.queue_probe", "--probes", "8", "--sleep-ms", "20",
+               "--kinds", "side,green", "--pattern", pattern]  # fmt: skip
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120, check=True)
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [r["blocker"] for r in lines] == ["side", "green"]
+        for r in lines:
+            assert r["pattern"] == pattern and 0 <= r["blocked"] <= 8
+            assert r["blocked"] == r["blocked_made_before"] + r["blocked_made_after"]
 
 
 def test_device_split_from_timing_marks() -> None:
