@@ -17,15 +17,8 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
     import paddle
 
     from train.config import TrainConfig
-    from train.loop import (
-        Amp,
-        batch_inputs,
-        build_optimizer,
-        compute_stream,
-        gpu_device_id,
-        train_step,
-        use_device,
-    )
+    from train.device import compute_stream, gpu_device_id, use_device
+    from train.loop import Amp, batch_inputs, build_optimizer, train_step
     from train.models import create_model
 
     lc = cfg.loader

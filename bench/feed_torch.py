@@ -108,7 +108,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     model = _r3d18().cuda().to(memory_format=torch.channels_last_3d)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    priority = -1 if cfg.stream == "high" else 0  # as Paddle's 1 / 2 (train.loop._step_stream)
+    priority = -1 if cfg.stream == "high" else 0  # as Paddle's 1 / 2 (train.device._step_stream)
     side = (torch.cuda.Stream(priority=priority) if cfg.stream != "default"
             else torch.cuda.current_stream())  # fmt: skip
     shape = (lc.batch_size, 3, lc.clip_len, lc.size, lc.size)

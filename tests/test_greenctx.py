@@ -67,7 +67,7 @@ def test_feed_config_resolves_like_train(tmp_path: Path) -> None:
 
 
 def test_compute_stream_on_the_cpu_is_a_no_op() -> None:
-    from train.loop import compute_stream
+    from train.device import compute_stream
 
     with compute_stream("cpu", "side", 0):
         pass
@@ -106,7 +106,7 @@ def test_partition_on_a_gpu() -> None:
 
 
 def test_partition_hint_names_the_way_out() -> None:
-    from train.loop import partition_hint
+    from train.device import partition_hint
 
     err = OSError("(External) CUDNN error(8), CUDNN_STATUS_EXECUTION_FAILED.\n  [Hint: ...]")
     hint = partition_hint(err, 2)

@@ -83,7 +83,7 @@ def test_paddle_version_check(monkeypatch: pytest.MonkeyPatch, found: dict, prob
 
 
 def test_mixed_install_is_diagnosed(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    from train.loop import use_device
+    from train.device import use_device
 
     both = {"paddlepaddle": "3.3.1", "paddlepaddle-gpu": "3.2.0"}
     monkeypatch.setattr(install, "installed_distributions", lambda: both)
@@ -93,7 +93,7 @@ def test_mixed_install_is_diagnosed(monkeypatch: pytest.MonkeyPatch, caplog) -> 
     assert problem.startswith("--device gpu needs a CUDA build of Paddle, this is paddle 3.3.1")
     assert mixed in problem and problem.endswith("or use --device cpu")
     assert install.gpu_build_problem(True, "3.2.0") is None
-    with caplog.at_level(logging.WARNING, logger="train.loop"):
+    with caplog.at_level(logging.WARNING, logger="train.device"):
         use_device("cpu")
     assert mixed in caplog.text
     monkeypatch.setattr(install, "installed_distributions", lambda: {"paddlepaddle": "3.3.1"})

@@ -336,7 +336,7 @@ def test_clip_dtype_follows_the_precision() -> None:
 
 def test_step_stream_option(tmp_path: Path, data) -> None:
     """--step-stream is validated and kept in the run config; on the CPU every kind just runs."""
-    from train.loop import compute_stream
+    from train.device import compute_stream
 
     with pytest.raises(ValueError, match="step_stream"):
         TrainConfig(step_stream="low")

@@ -13,7 +13,8 @@ import ondisk
 from train import checkpoint as ck
 from train import dist
 from train.config import writable_dir, write_json
-from train.loop import ClipSource, check_gpu_decode, evaluate, use_device
+from train.device import check_gpu_decode, use_device
+from train.loop import ClipSource, evaluate
 from train.metrics import summarize
 from train.report_plots import plot_confusion
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from train.config import sha256_file
+from train.device import use_device
 from train.export import META, PREFIX
-from train.loop import use_device
 from train.metrics import softmax
 from train.preprocess import video_clips
 
