@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     cycles = _cycles_per_ms(torch) * args.sleep_ms
     green = SmPartition(torch.cuda.current_device(), 2, fine=True)
 
+    made: list[int] = []  # raw streams of the current kind (the green ones belong to `green`)
+
     def raw(priority: int) -> int:
         handle = ctypes.c_void_p()
-        made = cuda.cuStreamCreateWithPriority(ctypes.byref(handle), 0x1, priority)
-        if made != 0:
-            raise RuntimeError(f"cuStreamCreateWithPriority failed: {made}")
-        return int(handle.value or 0)
+        error = cuda.cuStreamCreateWithPriority(ctypes.byref(handle), 0x1, priority)
+        if error != 0:
+            raise RuntimeError(f"cuStreamCreateWithPriority failed: {error}")
+        made.append(int(handle.value or 0))
+        return made[-1]
 
     blockers = {
         "side": lambda: raw(0),
@@ -79,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                         waits_for)  # fmt: skip
         print(json.dumps({**common, "blocker": kind, **result}), flush=True)
         torch.cuda.synchronize()
-        for handle in before + after + ([waits_for] if waits_for else []):
-            cuda.cuStreamDestroy_v2(ctypes.c_void_p(handle))
+        while made:  # the probes, the waited-for stream and a raw blocker alike
+            cuda.cuStreamDestroy_v2(ctypes.c_void_p(made.pop()))
     green.close()
 
 
