@@ -294,6 +294,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True),
         click.option("--output", type=click.Choice(["float", "uint8"]), default=None,
                      help="What leaves DALI (default: uint8 when decoding on the GPU)."),
+        click.option("--handover", type=click.Choice(["kernel", "ops"]), default="kernel",
+                     show_default=True, help="GPU, uint8: normalise in one kernel per chunk, "
+                     "or with the framework's ops (concatenate, transpose, cast, subtract)."),
         click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
         click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
                      help="Take DALI's outputs in a loader thread this many batches ahead "
@@ -339,7 +342,8 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         manifests=opts.pop("manifests"), shards=opts.pop("shards"), split=opts.pop("split"),
         subset="train", mode="train", batch_size=opts.pop("batch_size"),
         decode=opts.pop("decode"), dtype=opts.pop("dtype"), output=opts.pop("output"),
-        size=opts.pop("clip_size"), num_threads=opts.pop("threads") or os.cpu_count() or 1,
+        handover=opts.pop("handover"), size=opts.pop("clip_size"),
+        num_threads=opts.pop("threads") or os.cpu_count() or 1,
         start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
         thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),
         gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),

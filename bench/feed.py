@@ -152,6 +152,9 @@ def run_feed(cfg: FeedConfig) -> dict:
         "cuda_sync": sync,
         "cuda_work_queues": queues,  # CUDA_DEVICE_MAX_CONNECTIONS (loader.workqueues)
         "loader": {**lc.to_dict(), "output": lc.clip_output()},
+        # who normalised the clips: the hand-over kernel, the framework's ops (asked for, fallen
+        # back to, or on the CPU), or DALI
+        "handover": _handover(cfg),
     }
     if why_not:
         result["loader_sms_unavailable"] = why_not
@@ -376,6 +379,16 @@ def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:
     # the device's own data wait, at most: its time outside steps (the hand-over's kernels too)
     out["between_pct"] = round(100 * sum(between) / (sum(steps[:-1]) + sum(between)), 2)
     return out
+
+
+def _handover(cfg: FeedConfig) -> str:
+    from loader.handover import use_kernel
+
+    if cfg.loader.clip_output() != "uint8":
+        return "dali"  # normalised there ("float" output)
+    if cfg.device != "gpu":
+        return "ops"
+    return "kernel" if use_kernel(cfg.loader.handover) else "ops"
 
 
 def _consumer(cfg: FeedConfig) -> Consumer:

@@ -12,6 +12,7 @@ from typing import Any
 from bench.feed import Consumer, FeedConfig
 from loader import ClipLoader
 from loader.bridge import Holder
+from loader.handover import normalize_into, use_kernel
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -60,13 +61,16 @@ def to_torch(output: Any, n: int, cfg: Any, out: Any = None) -> Any:
     """The loader's DALI output(s) as one normalised (N, 3, T, H, W) CUDA tensor (cf. bridge);
     written into `out` (a graphed step's input) where given and of the same shape.
 
-    Nothing here waits for the GPU. The mean and 1/std live on the device from the first batch on:
-    made per batch (`torch.tensor(..., device="cuda")`), each was a copy from pageable memory,
-    which PyTorch synchronises with the current stream, i.e. the host waited for every step
-    queued on the training stream, twice a batch (docs/BENCHMARKS.md, "Fourth round").
-    The arithmetic is loader.bridge.normalize's, kernel for kernel (one cast, the subtraction, the
-    division only where some std is not 1, all in cfg.dtype), so the stand-in's hand-over costs
-    what Paddle's does; only the uint8 transpose is a free view here (channels-last).
+    With cfg.handover "kernel" (where the driver can run it), uint8 clips are normalised by the
+    kernel loader.bridge gives Paddle (loader.handover), writing channels-last instead of planar.
+    Else ("ops") by PyTorch's ops, as loader.bridge.normalize does with Paddle's, kernel for
+    kernel (one cast, the subtraction, the division only where some std is not 1, all in
+    cfg.dtype), so the stand-in's hand-over costs what Paddle's does; only the uint8 transpose is
+    a free view here (channels-last). Their mean and 1/std live on the device from the first
+    batch on: made per batch (`torch.tensor(..., device="cuda")`), each was a copy from pageable
+    memory, which PyTorch synchronises with the current stream, i.e. the host waited for every
+    step queued on the training stream, twice a batch (docs/BENCHMARKS.md, "Fourth round").
+    Nothing here waits for the GPU.
     """
     import torch
 
@@ -74,10 +78,12 @@ def to_torch(output: Any, n: int, cfg: Any, out: Any = None) -> Any:
     for o in output if isinstance(output, list) else [output]:
         t = torch.from_dlpack(o.as_tensor() if hasattr(o, "as_tensor") else o)
         parts.append(t if t.is_cuda else t.cuda())
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.clip_output() == "uint8" and use_kernel(cfg.handover):
+        return _by_kernel(parts, n, cfg, dtype, out)
     x = (parts[0] if len(parts) == 1 else torch.cat(parts))[:n]
     if cfg.clip_output() != "uint8":
         return x.contiguous(memory_format=torch.channels_last_3d)
-    dtype = getattr(torch, cfg.dtype)
     key = (x.device, tuple(cfg.mean), tuple(cfg.std), dtype)
     if key not in _CONSTANTS:
         mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1).to(dtype)
@@ -93,6 +99,28 @@ def to_torch(output: Any, n: int, cfg: Any, out: Any = None) -> Any:
     else:
         x = x.sub_(mean)
     return x if inv_std is None else x.mul_(inv_std)
+
+
+def _by_kernel(parts: list, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
+    """uint8 (N, T, H, W, 3) chunks -> (n, 3, T, H, W) channels-last `dtype`, one kernel per
+    chunk on the current stream (loader.handover), into `out` where it has that form."""
+    import torch
+
+    t, h, w = parts[0].shape[1:4]
+    if (out is None or out.shape != (n, 3, t, h, w) or out.dtype != dtype
+            or not out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
+        out = torch.empty((n, t, h, w, 3), dtype=dtype, device=parts[0].device)
+        out = out.permute(0, 4, 1, 2, 3)  # (N, C, T, H, W) view of channels-last memory
+    spans, taken = [], 0
+    for part in parts:
+        take = min(part.shape[0], n - taken)
+        if take <= 0:
+            break
+        spans.append((part.contiguous().data_ptr(), take))
+        taken += take
+    stream = torch.cuda.current_stream().cuda_stream
+    normalize_into(spans, out.data_ptr(), t * h * w, cfg.mean, cfg.std, cfg.dtype, False, stream)
+    return out
 
 
 def torch_consumer(cfg: FeedConfig) -> Consumer:

@@ -3,7 +3,8 @@
 Paddle's `from_dlpack` passes Paddle's current stream to DALI's `__dlpack__`, so the clips are
 ready on the stream that will read them, whichever stream the training step runs on. Outputs in
 "uint8" form (FHWC, see loader.augment) are normalised here, on the consumer's device and stream:
-transpose to (N, 3, T, H, W), (x - mean) / std, cast to the configured dtype.
+transpose to (N, 3, T, H, W), (x - mean) / std, cast to the configured dtype; on the GPU in one
+kernel per chunk (loader.handover), else (or with handover "ops") with Paddle's own ops.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .handover import normalize_into, use_kernel
 
 if TYPE_CHECKING:
     import paddle
@@ -48,12 +51,35 @@ def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None
     first = parts[0].place
     if first.is_gpu_place():
         parts = [p if p.place.is_gpu_place() else p.cuda() for p in parts]
+    if (cfg is not None and cfg.clip_output() == "uint8" and first.is_gpu_place()
+            and use_kernel(cfg.handover)):  # fmt: skip
+        return _by_kernel(parts, n, cfg)
     tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=0)
     if n is not None and tensor.shape[0] != n:
         tensor = tensor[:n]
     if cfg is not None and cfg.clip_output() == "uint8":
         tensor = normalize(tensor, cfg.mean, cfg.std, cfg.dtype)
     return tensor
+
+
+def _by_kernel(parts: list[paddle.Tensor], n: int | None, cfg: LoaderConfig) -> paddle.Tensor:
+    """uint8 (N, T, H, W, 3) GPU chunks -> one normalised (n, 3, T, H, W) tensor, one kernel
+    per chunk on Paddle's current stream (loader.handover), as normalize() computes it."""
+    import paddle
+
+    n = sum(p.shape[0] for p in parts) if n is None else n
+    t, h, w = parts[0].shape[1:4]
+    out = paddle.empty([n, 3, t, h, w], dtype=cfg.dtype)
+    spans, taken = [], 0
+    for part in parts:
+        take = min(part.shape[0], n - taken)
+        if take <= 0:
+            break
+        spans.append((part.contiguous().data_ptr(), take))
+        taken += take
+    stream = paddle.device.current_stream().__cuda_stream__()[1]
+    normalize_into(spans, out.data_ptr(), t * h * w, cfg.mean, cfg.std, cfg.dtype, True, stream)
+    return out
 
 
 def normalize(

@@ -12,6 +12,7 @@ MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video:
 DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a share of each batch
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
 CLIPS_ON = ("host", "gpu")  # where the clips are handed over
+HANDOVERS = ("kernel", "ops")  # how a GPU consumer normalises uint8 clips (loader.handover)
 DTYPES = ("float32", "float16")
 WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
 PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
@@ -45,6 +46,10 @@ class LoaderConfig:
     # its own stream, so a GPU consumer never copies from pageable memory and waits for its queued
     # steps) or "host"; None: the GPU when decoding there, else the host (see clips_on_for)
     clips_on: str | None = None
+    # how uint8 clips are normalised on the GPU: "kernel" (loader.handover: one kernel per chunk,
+    # straight into the batch tensor) or "ops" (the framework's own: concatenate, transpose, cast,
+    # subtract); "kernel" falls back to "ops" where the driver cannot run it, and says so
+    handover: str = "kernel"
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -116,7 +121,7 @@ class LoaderConfig:
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
                    "output": (None, *OUTPUTS), "clips_on": (None, *CLIPS_ON), "windows": WINDOWS,
-                   "part": PARTS}  # fmt: skip
+                   "part": PARTS, "handover": HANDOVERS}  # fmt: skip
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:

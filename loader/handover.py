@@ -1,0 +1,174 @@
+"""The GPU hand-over in one CUDA kernel per chunk (loader/kernels/handover.cu), for any framework.
+
+DALI hands a batch over as uint8 (N, T, H, W, 3) chunks. Normalising them with a framework's own
+ops (loader.bridge.normalize) takes 3-4 kernels on the training stream between two steps —
+concatenate, transpose, cast, subtract — that write and read each value several times (~0.48 ms
+a batch of 128 on an H200, ~0.8 % of the step). The kernel reads each byte once and writes each
+normalised value once, into the tensor the step reads, in the framework's layout: planar
+(N, C, T, H, W) for Paddle, channels-last for PyTorch's stand-in. Frameworks only allocate the
+output and name their current stream; this module launches through the driver (loader.cudadrv),
+so neither a compiler nor a framework extension is needed.
+
+The kernel ships as PTX, which the driver compiles for the GPU at first use (ISA 7.0, sm_70: any
+driver from CUDA 12.0 on, V100 to H200 and later). Rebuild it after editing the .cu with
+`python -m loader.handover` (needs nvcc; the test suite checks that the PTX is the .cu's).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .cudadrv import libcuda
+
+log = logging.getLogger(__name__)
+KERNELS = Path(__file__).with_name("kernels")
+SOURCE, PTX = KERNELS / "handover.cu", KERNELS / "handover.ptx"
+DTYPES = {"float16": np.float16, "float32": np.float32}  # what the kernel writes
+THREADS = 256
+MAX_CLIPS = 65535  # a launch's clips: the grid's y dimension
+
+
+class HandoverError(RuntimeError):
+    """The driver could not load or launch the hand-over kernel."""
+
+
+def source_digest() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+
+
+def build_ptx(nvcc: str = "nvcc") -> str:
+    """The PTX of handover.cu, as committed: compiled for compute_75 (the oldest CUDA 13's nvcc
+    knows), then declared ISA 7.0 / sm_70 (it uses nothing newer), headed by the source's hash."""
+    made = subprocess.run(
+        [nvcc, "-ptx", "-arch=compute_75", "-O3", str(SOURCE), "-o", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    ptx = re.sub(r"(?m)^\.version .*$", ".version 7.0", made.stdout, count=1)
+    ptx = re.sub(r"(?m)^\.target .*$", ".target sm_70", ptx, count=1)
+    return f"// handover.cu sha256 {source_digest()}\n{ptx}"
+
+
+@functools.cache  # a failure raises, and is not cached
+def _kernels() -> dict[str, ctypes.c_void_p]:
+    """The kernels by output dtype, loaded once per process, context-less (cuLibraryLoadData,
+    CUDA 12.0+): a launch runs in its stream's context, a green context's included."""
+    cuda = libcuda()
+    if cuda is None:
+        raise HandoverError("no CUDA driver (libcuda.so.1 cannot be loaded)")
+    if not hasattr(cuda, "cuLibraryLoadData"):
+        raise HandoverError("this CUDA driver cannot load context-less kernels (needs CUDA 12.0+)")
+    ptr = ctypes.c_void_p
+    cuda.cuLibraryLoadData.argtypes = [ctypes.POINTER(ptr), ctypes.c_char_p, ptr, ptr,
+                                       ctypes.c_uint, ptr, ptr, ctypes.c_uint]  # fmt: skip
+    cuda.cuLibraryGetKernel.argtypes = [ctypes.POINTER(ptr), ptr, ctypes.c_char_p]
+    cuda.cuLaunchKernel.argtypes = [ptr, *[ctypes.c_uint] * 7, ptr, ctypes.POINTER(ptr), ptr]
+    _check(cuda, cuda.cuInit(0), "cuInit")
+    library = ptr()
+    ptx = PTX.read_bytes() + b"\0"
+    loaded = cuda.cuLibraryLoadData(ctypes.byref(library), ptx, None, None, 0, None, None, 0)
+    _check(cuda, loaded, f"loading {PTX.name}")
+    kernels = {}
+    for dtype in DTYPES:
+        kernel = ptr()
+        name = f"handover_{dtype}".encode()
+        _check(cuda, cuda.cuLibraryGetKernel(ctypes.byref(kernel), library, name), name.decode())
+        kernels[dtype] = kernel
+    return kernels
+
+
+def unavailable() -> str | None:
+    """Why the kernel cannot run here (no driver, too old a driver), or None when it can."""
+    try:
+        _kernels()
+    except HandoverError as e:
+        return str(e)
+    return None
+
+
+def use_kernel(handover: str) -> bool:
+    """Whether a consumer normalises with the kernel: asked for ("kernel", LoaderConfig.handover)
+    and runnable here; a fallback to the framework's ops is logged, once."""
+    if handover != "kernel":
+        return False
+    why_not = unavailable()
+    if why_not:
+        _warn_once(why_not)
+    return why_not is None
+
+
+@functools.cache
+def _warn_once(why_not: str) -> None:
+    log.warning("normalising clips with the framework's ops: %s", why_not)
+
+
+def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:
+    if result != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(result, ctypes.byref(name))
+        err = name.value.decode() if name.value else f"error {result}"
+        raise HandoverError(f"{what} failed: {err}")
+
+
+def rounded(values: Sequence[float], dtype: str) -> list[float]:
+    """`values` as the output dtype holds them (the framework path rounds its mean so too)."""
+    return [float(v) for v in np.asarray(values, np.float32).astype(DTYPES[dtype])]
+
+
+def normalize_into(
+    parts: Sequence[tuple[int, int]],
+    out: int,
+    plane: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: str,
+    planar: bool,
+    stream: int,
+) -> None:
+    """Queue (x - mean) / std of uint8 (clips, T, H, W, 3) `parts` into the tensor at `out`.
+
+    parts: (device address, clips to take) per chunk, in batch order, each contiguous; out: the
+    address of the batch's (sum of clips, 3, T, H, W) `dtype` tensor, planar (that memory order)
+    or channels-last ((N, T, H, W, 3) memory); plane: T * H * W; stream: the raw CUDA stream the
+    consumer reads `out` on, which must already wait for the parts (DLPack's hand-over does that).
+    Nothing here waits for the GPU.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
+    kernel = _kernels()[dtype]
+    cuda = libcuda()
+    m = rounded(mean, dtype)
+    s = rounded([1 / v for v in std], dtype)
+    grid_x = min(math.ceil(plane / THREADS), 65535)
+    first = 0
+    for address, clips in parts:
+        for at in range(0, clips, MAX_CLIPS):
+            n = min(MAX_CLIPS, clips - at)
+            args = [ctypes.c_void_p(address + at * plane * 3), ctypes.c_void_p(out),
+                    ctypes.c_int(plane), ctypes.c_int(first + at),
+                    *(ctypes.c_float(v) for v in (*m, *s)), ctypes.c_int(int(planar))]  # fmt: skip
+            params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+            launched = cuda.cuLaunchKernel(kernel, grid_x, n, 1, THREADS, 1, 1, 0, stream,
+                                           params, None)  # fmt: skip
+            _check(cuda, launched, "launching the hand-over kernel")
+        first += clips
+
+
+def main() -> None:
+    """Rebuild handover.ptx from handover.cu (needs nvcc)."""
+    PTX.write_text(build_ptx(sys.argv[1] if len(sys.argv) > 1 else "nvcc"))
+    print(f"wrote {PTX}")
+
+
+if __name__ == "__main__":
+    main()

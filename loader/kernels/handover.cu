@@ -1,0 +1,58 @@
+// The loader's hand-over in one kernel per chunk: uint8 (N, T, H, W, 3) clips from DALI ->
+// (x - mean) * scale in float16 or float32, written straight into the batch tensor the
+// step reads, channels-last ((N, T, H, W, C) memory, as PyTorch's channels_last_3d) or planar
+// ((N, C, T, H, W), as Paddle's NCDHW).
+//
+// Replaces 3-4 framework kernels (concatenate the chunks, transpose, cast, subtract) that wrote
+// and read every value several times on the training stream between two steps: here each uint8
+// value is read once and each output value written once.
+//
+// Grid: x over one clip's T*H*W pixels (grid-stride), y = the chunk's clip (at most 65535).
+// The arithmetic is in float32: 0-255 minus a mean already rounded to the output type (the
+// caller rounds it, as the framework path does) is exact there, so with scale 1 (Hara's recipe)
+// the result rounds once, as a framework's float16 subtraction does, and matches it bit for bit.
+//
+// loader/handover.py loads the PTX made from this file (see its docstring for the command).
+
+__device__ __forceinline__ unsigned short to_f16(float v) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+
+template <typename Out, Out (*convert)(float)>
+__device__ __forceinline__ void handover(const unsigned char* __restrict__ src,
+                                         Out* __restrict__ dst, int plane, int first,
+                                         float m0, float m1, float m2,
+                                         float s0, float s1, float s2, int planar) {
+    const long long clip = blockIdx.y;
+    const unsigned char* in = src + clip * plane * 3LL;
+    Out* out = dst + (first + clip) * plane * 3LL;  // the clip's 3 * plane values, either layout
+    const long long step = planar ? plane : 1;      // between a pixel's channels
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < plane; p += gridDim.x * blockDim.x) {
+        const unsigned char* px = in + 3LL * p;
+        float r = ((float)px[0] - m0) * s0;
+        float g = ((float)px[1] - m1) * s1;
+        float b = ((float)px[2] - m2) * s2;
+        Out* o = planar ? out + p : out + 3LL * p;
+        o[0] = convert(r);
+        o[step] = convert(g);
+        o[2 * step] = convert(b);
+    }
+}
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+
+extern "C" __global__ void handover_float16(const unsigned char* __restrict__ src,
+                                            unsigned short* __restrict__ dst, int plane,
+                                            int first, float m0, float m1, float m2, float s0,
+                                            float s1, float s2, int planar) {
+    handover<unsigned short, to_f16>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
+}
+
+extern "C" __global__ void handover_float32(const unsigned char* __restrict__ src,
+                                            float* __restrict__ dst, int plane, int first,
+                                            float m0, float m1, float m2, float s0, float s1,
+                                            float s2, int planar) {
+    handover<float, to_f32>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
+}
