@@ -33,10 +33,10 @@ MEAN = (114.77, 107.74, 99.48)
 
 
 def test_ptx_is_built_from_the_committed_source() -> None:
-    """Editing handover.cu without `python -m loader.handover` leaves a stale kernel: caught."""
+    """Editing handover.cu without `python -m loader.kernels` leaves a stale kernel: caught."""
     header = PTX.read_text().splitlines()[0]
     assert header == f"// handover.cu sha256 {source_digest()}", (
-        "loader/kernels/handover.ptx is not built from handover.cu: run `python -m loader.handover`"
+        "loader/kernels/handover.ptx is not built from handover.cu: run `python -m loader.kernels`"
     )
 
 
@@ -91,18 +91,24 @@ def test_mean_rounded_as_the_output_holds_it() -> None:
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("planar", [True, False])
 @pytest.mark.parametrize("std", [(1.0, 1.0, 1.0), (58.4, 57.1, 57.4)])
-def test_kernel_matches_the_framework_ops(dtype: str, planar: bool, std: tuple) -> None:
-    """Three chunks (the last padded), an odd plane: equal to cast-subtract-multiply in `dtype`
-    (bit for bit with std 1: one rounding either way; within one rounding otherwise)."""
+@pytest.mark.parametrize("thw", [(3, 5, 7), (2, 4, 6), (2, 4, 6, "offset")])
+def test_kernel_matches_the_framework_ops(dtype: str, planar: bool, std: tuple, thw) -> None:
+    """Three chunks (the last padded): equal to cast-subtract-multiply in `dtype` (bit for bit
+    with std 1: one rounding either way; within one rounding otherwise). An odd T*H*W takes the
+    pixel-a-thread kernel, a T*H*W of 4s the 4-pixel one, unless the chunks are not 4-byte
+    aligned ("offset")."""
     torch = pytest.importorskip("torch")
-    chunks = [torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8, device="cuda")
-              for _ in range(3)]  # fmt: skip
+    t, h, w = thw[:3]
+    skew = 1 if "offset" in thw else 0
+    flat = [torch.randint(0, 256, (2 * t * h * w * 3 + skew,), dtype=torch.uint8, device="cuda")
+            for _ in range(3)]  # fmt: skip
+    chunks = [f[skew:].view(2, t, h, w, 3) for f in flat]
     n, kind = 5, getattr(torch, dtype)
-    out = torch.full((n, 3, 3, 5, 7) if planar else (n, 3, 5, 7, 3), float("nan"), dtype=kind,
+    out = torch.full((n, 3, t, h, w) if planar else (n, t, h, w, 3), float("nan"), dtype=kind,
                      device="cuda")  # fmt: skip
     spans = [(c.data_ptr(), min(2, n - 2 * i)) for i, c in enumerate(chunks)]
     stream = torch.cuda.current_stream().cuda_stream
-    normalize_into(spans, out.data_ptr(), 3 * 5 * 7, MEAN, std, dtype, planar, stream)
+    normalize_into(spans, out.data_ptr(), t * h * w, MEAN, std, dtype, planar, stream)
     got = out if planar else out.permute(0, 4, 1, 2, 3)
     x = torch.cat(chunks)[:n].permute(0, 4, 1, 2, 3).to(kind)  # (N, C, T, H, W)
     mean = torch.tensor(rounded(MEAN, dtype), device="cuda").view(1, 3, 1, 1, 1).to(kind)

@@ -8,6 +8,9 @@
 // value is read once and each output value written once.
 //
 // Grid: x over one clip's T*H*W pixels (grid-stride), y = the chunk's clip (at most 65535).
+// handover4_*: 4 pixels a thread (three 4-byte loads, three 8- or 16-byte stores), for clips of
+// T*H*W divisible by 4 with src 4-byte and dst 16-byte aligned (loader/handover.py checks);
+// handover_*: a pixel a thread, for any other shape.
 // The arithmetic is in float32: 0-255 minus a mean already rounded to the output type (the
 // caller rounds it, as the framework path does) is exact there, so with scale 1 (Hara's recipe)
 // the result rounds once, as a framework's float16 subtraction does, and matches it bit for bit.
@@ -55,4 +58,60 @@ extern "C" __global__ void handover_float32(const unsigned char* __restrict__ sr
                                             float m0, float m1, float m2, float s0, float s1,
                                             float s2, int planar) {
     handover<float, to_f32>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
+}
+
+__device__ __forceinline__ void store4(unsigned short* p, float a, float b, float c, float d) {
+    uint2 v;
+    v.x = (unsigned int)to_f16(a) | ((unsigned int)to_f16(b) << 16);
+    v.y = (unsigned int)to_f16(c) | ((unsigned int)to_f16(d) << 16);
+    *reinterpret_cast<uint2*>(p) = v;
+}
+
+__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
+    *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+
+template <typename Out>
+__device__ __forceinline__ void handover4(const unsigned int* __restrict__ src,
+                                          Out* __restrict__ dst, int plane, int first,
+                                          float m0, float m1, float m2,
+                                          float s0, float s1, float s2, int planar) {
+    const int groups = plane / 4;  // of 4 pixels: 12 bytes in, 12 values out
+    const long long clip = blockIdx.y;
+    const unsigned int* in = src + clip * groups * 3LL;
+    Out* out = dst + (first + clip) * plane * 3LL;
+    const float m[3] = {m0, m1, m2}, s[3] = {s0, s1, s2};
+    for (int g = blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += gridDim.x * blockDim.x) {
+        const unsigned int w[3] = {in[3 * g], in[3 * g + 1], in[3 * g + 2]};
+        float v[12];  // pixel k's channel c at 3 * k + c, as in memory
+#pragma unroll
+        for (int j = 0; j < 12; ++j) {
+            v[j] = ((float)((w[j / 4] >> (8 * (j % 4))) & 0xffu) - m[j % 3]) * s[j % 3];
+        }
+        if (planar) {
+#pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                store4(out + (long long)c * plane + 4LL * g, v[c], v[3 + c], v[6 + c], v[9 + c]);
+            }
+        } else {
+            Out* o = out + 12LL * g;
+            store4(o, v[0], v[1], v[2], v[3]);
+            store4(o + 4, v[4], v[5], v[6], v[7]);
+            store4(o + 8, v[8], v[9], v[10], v[11]);
+        }
+    }
+}
+
+extern "C" __global__ void handover4_float16(const unsigned int* __restrict__ src,
+                                             unsigned short* __restrict__ dst, int plane,
+                                             int first, float m0, float m1, float m2, float s0,
+                                             float s1, float s2, int planar) {
+    handover4<unsigned short>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
+}
+
+extern "C" __global__ void handover4_float32(const unsigned int* __restrict__ src,
+                                             float* __restrict__ dst, int plane, int first,
+                                             float m0, float m1, float m2, float s0, float s1,
+                                             float s2, int planar) {
+    handover4<float>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
 }
