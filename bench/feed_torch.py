@@ -111,15 +111,10 @@ def _by_kernel(parts: list, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
             or not out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
         out = torch.empty((n, t, h, w, 3), dtype=dtype, device=parts[0].device)
         out = out.permute(0, 4, 1, 2, 3)  # (N, C, T, H, W) view of channels-last memory
-    spans, taken = [], 0
-    for part in parts:
-        take = min(part.shape[0], n - taken)
-        if take <= 0:
-            break
-        spans.append((part.contiguous().data_ptr(), take))
-        taken += take
+    dense = [p.contiguous() for p in parts]  # (DALI's are): held until the kernels are queued
     stream = torch.cuda.current_stream().cuda_stream
-    normalize_into(spans, out.data_ptr(), t * h * w, cfg.mean, cfg.std, cfg.dtype, False, stream)
+    normalize_into([(p.data_ptr(), p.shape[0]) for p in dense], n, out.data_ptr(), t * h * w,
+                   cfg.mean, cfg.std, cfg.dtype, False, stream)  # fmt: skip
     return out
 
 

@@ -70,16 +70,19 @@ def _by_kernel(parts: list[paddle.Tensor], n: int | None, cfg: LoaderConfig) -> 
     n = sum(p.shape[0] for p in parts) if n is None else n
     t, h, w = parts[0].shape[1:4]
     out = paddle.empty([n, 3, t, h, w], dtype=cfg.dtype)
-    spans, taken = [], 0
-    for part in parts:
-        take = min(part.shape[0], n - taken)
-        if take <= 0:
-            break
-        spans.append((part.contiguous().data_ptr(), take))
-        taken += take
-    stream = paddle.device.current_stream().__cuda_stream__()[1]
-    normalize_into(spans, out.data_ptr(), t * h * w, cfg.mean, cfg.std, cfg.dtype, True, stream)
+    dense = [p.contiguous() for p in parts]  # (DALI's are): held until the kernels are queued
+    stream = _raw_stream(paddle.device.current_stream())
+    normalize_into([(p.data_ptr(), p.shape[0]) for p in dense], n, out.data_ptr(), t * h * w,
+                   cfg.mean, cfg.std, cfg.dtype, True, stream)  # fmt: skip
     return out
+
+
+def _raw_stream(stream: Any) -> int:
+    """A paddle.device.Stream's CUDA stream handle: the CUDA stream protocol where this Paddle
+    has it, else its CUDA stream's own attribute (Paddle before the protocol)."""
+    if hasattr(stream, "__cuda_stream__"):
+        return int(stream.__cuda_stream__()[1])
+    return int(stream.stream_base.cuda_stream)
 
 
 def normalize(

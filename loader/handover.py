@@ -125,8 +125,35 @@ def rounded(values: Sequence[float], dtype: str) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float32).astype(DTYPES[dtype])]
 
 
+def launches(
+    parts: Sequence[tuple[int, int]], n: int, out: int, plane: int
+) -> list[tuple[str, int, int, int, int]]:
+    """The launches that normalise the first `n` clips of `parts` into `out`: (kernel form,
+    source address, clips, first clip in out, grid x) each, in batch order.
+
+    "handover4" (4 pixels a thread) where whole groups of 4 fit a clip and its vector accesses
+    align (source 4 bytes, out 16), else "handover"; at most MAX_CLIPS clips a launch.
+    """
+    planned, first = [], 0
+    for address, held in parts:
+        clips = min(held, n - first)
+        if clips <= 0:
+            break
+        wide = plane % 4 == 0 and address % 4 == 0 and out % 16 == 0
+        grid_x = min(math.ceil(plane / (4 if wide else 1) / THREADS), 65535)
+        for at in range(0, clips, MAX_CLIPS):
+            count = min(MAX_CLIPS, clips - at)
+            source = address + at * plane * 3
+            planned.append(("handover4" if wide else "handover", source, count, first + at, grid_x))
+        first += clips
+    if first < n:
+        raise ValueError(f"{first} clips in the parts, {n} asked for")
+    return planned
+
+
 def normalize_into(
     parts: Sequence[tuple[int, int]],
+    n: int,
     out: int,
     plane: int,
     mean: Sequence[float],
@@ -135,32 +162,25 @@ def normalize_into(
     planar: bool,
     stream: int,
 ) -> None:
-    """Queue (x - mean) / std of uint8 (clips, T, H, W, 3) `parts` into the tensor at `out`.
+    """Queue (x - mean) / std of the first `n` clips of uint8 (clips, T, H, W, 3) `parts` into
+    the tensor at `out`; nothing here waits for the GPU.
 
-    parts: (device address, clips to take) per chunk, in batch order, each contiguous; out: the
-    address of the batch's (sum of clips, 3, T, H, W) `dtype` tensor, planar (that memory order)
-    or channels-last ((N, T, H, W, 3) memory); plane: T * H * W; stream: the raw CUDA stream the
-    consumer reads `out` on, which must already wait for the parts (DLPack's hand-over does that).
-    Nothing here waits for the GPU.
+    parts: (device address, clips) per chunk, in batch order, each contiguous (a batch's last
+    chunk may hold padding past n); out: the address of the batch's (n, 3, T, H, W) `dtype`
+    tensor, planar (in that memory order) or channels-last ((n, T, H, W, 3) memory); plane:
+    T * H * W; stream: the raw CUDA stream the consumer reads `out` on, which must already wait
+    for the parts (DLPack's hand-over does that).
     """
     if dtype not in DTYPES:
         raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
-    cuda = libcuda()
-    m = rounded(mean, dtype)
-    s = rounded([1 / v for v in std], dtype)
-    first = 0
-    for address, clips in parts:
-        # 4 pixels a thread where whole groups of 4 fit a clip and the vector accesses align
-        wide = plane % 4 == 0 and address % 4 == 0 and out % 16 == 0
-        kernel = _kernels()[f"handover4_{dtype}" if wide else f"handover_{dtype}"]
-        grid_x = min(math.ceil(plane / (4 if wide else 1) / THREADS), 65535)
-        for at in range(0, clips, MAX_CLIPS):
-            n = min(MAX_CLIPS, clips - at)
-            args = [ctypes.c_void_p(address + at * plane * 3), ctypes.c_void_p(out),
-                    ctypes.c_int(plane), ctypes.c_int(first + at),
-                    *(ctypes.c_float(v) for v in (*m, *s)), ctypes.c_int(int(planar))]  # fmt: skip
-            params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-            launched = cuda.cuLaunchKernel(kernel, grid_x, n, 1, THREADS, 1, 1, 0, stream,
-                                           params, None)  # fmt: skip
-            _check(cuda, launched, "launching the hand-over kernel")
-        first += clips
+    planned = launches(parts, n, out, plane)
+    kernels, cuda = _kernels(), libcuda()
+    constants = [ctypes.c_float(v) for v in (*rounded(mean, dtype),
+                                             *rounded([1 / v for v in std], dtype))]  # fmt: skip
+    for form, source, count, first, grid_x in planned:
+        args = [ctypes.c_void_p(source), ctypes.c_void_p(out), ctypes.c_int(plane),
+                ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
+        params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+        launched = cuda.cuLaunchKernel(kernels[f"{form}_{dtype}"], grid_x, count, 1, THREADS, 1,
+                                       1, 0, stream, params, None)  # fmt: skip
+        _check(cuda, launched, "launching the hand-over kernel")

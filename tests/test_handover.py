@@ -17,8 +17,10 @@ import pytest
 
 from loader import LoaderConfig
 from loader.handover import (
+    MAX_CLIPS,
     PTX,
     build_ptx,
+    launches,
     normalize_into,
     rounded,
     source_digest,
@@ -81,6 +83,40 @@ def test_handover_setting_is_checked() -> None:
         LoaderConfig(manifests="m", handover="fused")
 
 
+def test_launches_take_the_first_n_clips_in_batch_order() -> None:
+    """A batch of 40 from 16-clip chunks: 16 + 16 + 8 (the last chunk's padding left), each
+    written where it belongs; 4 pixels a thread at 16 x 112 x 112: 196 blocks of 256 a clip."""
+    plane = 16 * 112 * 112
+    parts = [(1 << 20, 16), (2 << 20, 16), (3 << 20, 16)]
+    assert launches(parts, 40, 1 << 30, plane) == [
+        ("handover4", 1 << 20, 16, 0, 196),
+        ("handover4", 2 << 20, 16, 16, 196),
+        ("handover4", 3 << 20, 8, 32, 196),
+    ]
+    assert launches(parts, 16, 1 << 30, plane) == [("handover4", 1 << 20, 16, 0, 196)]
+    with pytest.raises(ValueError, match="48 clips in the parts, 49 asked for"):
+        launches(parts, 49, 1 << 30, plane)
+
+
+def test_launches_fall_back_to_a_pixel_a_thread() -> None:
+    """An odd plane, a source not 4-byte aligned, an output not 16-byte aligned: one pixel a
+    thread, four times the blocks."""
+    assert launches([(4096, 2)], 2, 4096, 3 * 5 * 7) == [("handover", 4096, 2, 0, 1)]
+    assert launches([(4097, 2)], 2, 4096, 1024)[0][0] == "handover"
+    assert launches([(4096, 2)], 2, 4104, 1024)[0][0] == "handover"
+    assert launches([(4096, 2)], 2, 4096, 1024) == [("handover4", 4096, 2, 0, 1)]
+    assert launches([(4097, 2)], 2, 4096, 1024)[0][4] == 4
+
+
+def test_launches_split_past_the_grids_clips() -> None:
+    """More clips than a grid's y dimension holds: a second launch, from where the first ended."""
+    plane, many = 64, MAX_CLIPS + 10
+    assert launches([(0, many)], many, 0, plane) == [
+        ("handover4", 0, MAX_CLIPS, 0, 1),
+        ("handover4", MAX_CLIPS * plane * 3, 10, MAX_CLIPS, 1),
+    ]
+
+
 def test_mean_rounded_as_the_output_holds_it() -> None:
     assert rounded(MEAN, "float32") == [float(np.float32(v)) for v in MEAN]
     assert rounded(MEAN, "float16") == [114.75, 107.75, 99.5]  # float16 steps 1/16 up to 128
@@ -106,9 +142,9 @@ def test_kernel_matches_the_framework_ops(dtype: str, planar: bool, std: tuple, 
     n, kind = 5, getattr(torch, dtype)
     out = torch.full((n, 3, t, h, w) if planar else (n, t, h, w, 3), float("nan"), dtype=kind,
                      device="cuda")  # fmt: skip
-    spans = [(c.data_ptr(), min(2, n - 2 * i)) for i, c in enumerate(chunks)]
+    spans = [(c.data_ptr(), 2) for c in chunks]  # 6 clips held, the first 5 taken
     stream = torch.cuda.current_stream().cuda_stream
-    normalize_into(spans, out.data_ptr(), t * h * w, MEAN, std, dtype, planar, stream)
+    normalize_into(spans, n, out.data_ptr(), t * h * w, MEAN, std, dtype, planar, stream)
     got = out if planar else out.permute(0, 4, 1, 2, 3)
     x = torch.cat(chunks)[:n].permute(0, 4, 1, 2, 3).to(kind)  # (N, C, T, H, W)
     mean = torch.tensor(rounded(MEAN, dtype), device="cuda").view(1, 3, 1, 1, 1).to(kind)
@@ -136,7 +172,7 @@ def test_kernel_runs_on_a_green_context_stream() -> None:
     with SmPartition(torch.cuda.current_device(), 2, fine=True) as part:
         green = torch.cuda.ExternalStream(part.stream())
         green.wait_stream(torch.cuda.current_stream())
-        normalize_into([(clips.data_ptr(), 4)], out.data_ptr(), 16 * 64, MEAN, (1.0,) * 3,
+        normalize_into([(clips.data_ptr(), 4)], 4, out.data_ptr(), 16 * 64, MEAN, (1.0,) * 3,
                        "float16", True, green.cuda_stream)  # fmt: skip
         green.synchronize()
     mean = torch.tensor(rounded(MEAN, "float16"), device="cuda").view(1, 3, 1, 1, 1).half()
