@@ -212,6 +212,9 @@ def _unfed_key(cfg: FeedConfig, queues: str) -> str:
     return json.dumps({
         "device": gpu_name() if cfg.device == "gpu" else "cpu", "consumer": cfg.consumer,
         "model": cfg.model, "amp": cfg.amp, "graph": cfg.graph, "stream": cfg.stream,
+        # the graph is captured on the stream it runs on (since 10532fc; before, on the side
+        # stream, where it ran on every SM): figures cached before that are not reused
+        "capture": "on its stream" if cfg.graph else None,
         "in_flight": cfg.in_flight, "cuda_sync": cfg.cuda_sync, "loader_sms": cfg.loader_sms,
         "work_queues": queues,
         "sm_fine": cfg.sm_fine, "seconds": cfg.seconds, "warmup": cfg.warmup,

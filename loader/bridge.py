@@ -52,6 +52,7 @@ def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None
     if first.is_gpu_place():
         parts = [p if p.place.is_gpu_place() else p.cuda() for p in parts]
     if (cfg is not None and cfg.clip_output() == "uint8" and first.is_gpu_place()
+            and paddle.get_device() == f"gpu:{first.gpu_device_id()}"  # where paddle.empty is
             and use_kernel(cfg.handover)):  # fmt: skip
         return _by_kernel(parts, n, cfg)
     tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=0)
@@ -90,6 +91,8 @@ def normalize(
 ) -> paddle.Tensor:
     """(N, T, H, W, 3) uint8 -> (N, 3, T, H, W) `dtype`: (x - mean) / std on 0-255 values.
 
+    With Paddle's own ops: on the CPU, and on the GPU where the hand-over kernel is not used
+    (handover "ops", or a driver that cannot load it; loader.handover does it in one kernel).
     This runs on the training stream between steps, so it does as little as it can there: the
     transpose on uint8, one cast, the subtraction and (only when some std is not 1; Hara's recipe
     divides by nothing) the division, all in `dtype` on the GPU. That is 3 kernels writing 1-2

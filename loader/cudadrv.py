@@ -1,9 +1,10 @@
 """The CUDA driver (libcuda) through ctypes, opened once for the modules that need it.
 
 loader.cudasync sets the primary context's scheduling flag, loader.greenctx partitions the SMs,
-and train.loop checks that NVDEC decoding can have a driver at all. They share this one handle
-(cuInit may be called by each: it is idempotent); no build step, no dependency, and a machine
-without NVIDIA's driver gets None.
+loader.handover launches the hand-over kernel, and train.device checks that NVDEC decoding can
+have a driver at all. They share this one handle (cuInit may be called by each: it is
+idempotent) and check(); no build step, no dependency, and a machine without NVIDIA's driver gets
+None.
 """
 
 from __future__ import annotations
@@ -30,3 +31,12 @@ def device(device_id: int) -> ctypes.c_int | None:
     if cuda.cuDeviceGet(ctypes.byref(dev), device_id) != 0:
         return None
     return dev
+
+
+def check(cuda: ctypes.CDLL, result: int, what: str, error: type[Exception]) -> None:
+    """Raise `error("<what> failed: <CUDA's name for result>")` unless result is CUDA_SUCCESS."""
+    if result != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(result, ctypes.byref(name))
+        err = name.value.decode() if name.value else f"error {result}"
+        raise error(f"{what} failed: {err}")

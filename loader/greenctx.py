@@ -44,7 +44,7 @@ import functools
 import logging
 from collections.abc import Iterator
 
-from .cudadrv import libcuda
+from .cudadrv import check, libcuda
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,7 @@ def unavailable() -> str | None:
 
 
 def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:
-    if result != 0:
-        name = ctypes.c_char_p()
-        cuda.cuGetErrorName(result, ctypes.byref(name))
-        err = name.value.decode() if name.value else f"error {result}"
-        raise GreenContextError(f"{what} failed: {err}")
+    check(cuda, result, what, GreenContextError)
 
 
 def _sm_count(resource: ctypes.Array) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cudadrv import libcuda
+from .cudadrv import check, libcuda
 
 log = logging.getLogger(__name__)
 KERNELS = Path(__file__).with_name("kernels")
@@ -113,11 +113,7 @@ def _warn_once(why_not: str) -> None:
 
 
 def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:
-    if result != 0:
-        name = ctypes.c_char_p()
-        cuda.cuGetErrorName(result, ctypes.byref(name))
-        err = name.value.decode() if name.value else f"error {result}"
-        raise HandoverError(f"{what} failed: {err}")
+    check(cuda, result, what, HandoverError)
 
 
 def rounded(values: Sequence[float], dtype: str) -> list[float]:
