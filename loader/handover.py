@@ -87,6 +87,7 @@ def _kernels() -> dict[str, ctypes.c_void_p]:
     return kernels
 
 
+@functools.cache  # asked every batch: a kernel that failed to load is not tried again
 def unavailable() -> str | None:
     """Why the kernel cannot run here (no driver, too old a driver), or None when it can."""
     try:
@@ -119,6 +120,13 @@ def _check(cuda: ctypes.CDLL, result: int, what: str) -> None:
 def rounded(values: Sequence[float], dtype: str) -> list[float]:
     """`values` as the output dtype holds them (the framework path rounds its mean so too)."""
     return [float(v) for v in np.asarray(values, np.float32).astype(DTYPES[dtype])]
+
+
+@functools.cache  # the same for every batch of a run
+def _constants(mean: tuple[float, ...], std: tuple[float, ...], dtype: str) -> tuple:
+    """The kernel's mean and 1/std arguments, rounded as `dtype` holds them."""
+    return tuple(ctypes.c_float(v) for v in (*rounded(mean, dtype),
+                                             *rounded([1 / v for v in std], dtype)))  # fmt: skip
 
 
 def launches(
@@ -171,8 +179,7 @@ def normalize_into(
         raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
     planned = launches(parts, n, out, plane)
     kernels, cuda = _kernels(), libcuda()
-    constants = [ctypes.c_float(v) for v in (*rounded(mean, dtype),
-                                             *rounded([1 / v for v in std], dtype))]  # fmt: skip
+    constants = _constants(tuple(mean), tuple(std), dtype)
     for form, source, count, first, grid_x in planned:
         args = [ctypes.c_void_p(source), ctypes.c_void_p(out), ctypes.c_int(plane),
                 ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
