@@ -414,6 +414,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--keep-last", is_flag=True,
               help="Keep each epoch's last, partial batch (by default it is dropped, so that every "
               "fed step has --batch-size clips, like the step alone).")
+@click.option("--profile-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="PyTorch stand-in: after the timed window, profile N more fed steps and add "
+              "`kernels` (the step's stream against the loader's, per step) to the line.")
 @library_errors
 def bench_feed(keep_last: bool, **opts: Any) -> None:
     """Training step alone vs fed by the loader, same device, same process; one JSON line."""

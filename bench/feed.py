@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,14 @@ class FeedConfig:
     # a JSON file of unfed figures by step settings: a run whose step was measured alone before
     # (same settings, e.g. earlier in a sweep) reuses them instead of measuring them again
     unfed_cache: Path | None = None
+    # after the timed window, this many fed steps under the profiler (bench.kernels; stand-in)
+    profile_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, stream one of {STREAMS}")
-        if self.device not in ("gpu", "cpu") or self.in_flight < 1:
-            raise ValueError("device must be gpu or cpu, in_flight >= 1")
+        if self.device not in ("gpu", "cpu") or self.in_flight < 1 or self.profile_steps < 0:
+            raise ValueError("device must be gpu or cpu, in_flight >= 1, profile_steps >= 0")
         on_side_gpu = self.device == "gpu" and self.stream != "default"
         if self.loader_sms is not None and (
             self.loader_sms < 0 or (self.loader_sms and not on_side_gpu)
@@ -108,6 +111,8 @@ class Consumer:
     partition: Callable[[], dict] = dict  # the SM partition in use: {"train_sms", "device_sms"}
     # GPU: a timing event recorded on the current stream (has .elapsed_time(later) in ms)
     mark: Callable[[], Any] | None = None
+    # (run: queues and finishes the steps, steps) -> bench.kernels.summarize of what ran
+    profile: Callable[[Callable[[], None], int], dict] | None = None
 
 
 def run_feed(cfg: FeedConfig) -> dict:
@@ -139,6 +144,8 @@ def run_feed(cfg: FeedConfig) -> dict:
         whole = _unfed_apart(alone)  # before this process uses the GPU
     sync = set_schedule(cfg.cuda_sync, cfg.loader.gpu_device()) if cfg.device == "gpu" else "cpu"
     consumer = _consumer(cfg)  # creates the CUDA context: after set_schedule
+    if cfg.profile_steps and consumer.profile is None:
+        raise ValueError(f"--profile-steps: {consumer.name} has no profiler (the stand-in has)")
     result: dict[str, Any] = {
         "bench": "feed",
         "consumer": consumer.name,
@@ -172,12 +179,17 @@ def run_feed(cfg: FeedConfig) -> dict:
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
-        fed = _timed(_epochs(loader, consumer), consumer, cfg)
+        batches = _epochs(loader, consumer)
+        fed = _timed(batches, consumer, cfg)
         t0 = fed.pop("_t0")
         fed["gil"] = gil.summary(t0, t0 + fed["wall_s"])  # Python's lock held by native code
+        sampled = gpu.summary()  # the timed window's (the profiled steps come after it)
+        if cfg.profile_steps and consumer.profile is not None:
+            run = partial(_steps, batches, consumer, cfg.profile_steps, cfg.in_flight)
+            fed["kernels"] = consumer.profile(run, cfg.profile_steps)
         fed.update(hybrid_report(loader.backend))
         fed.update(nvdec_report(loader.backend, t0))
-    result["fed"] = {**fed, **gpu.summary()}
+    result["fed"] = {**fed, **sampled}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     return result
 
@@ -358,6 +370,18 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     if len(marks) > 1:
         result["device_ms_per_step"] = _device_split(marks)
     return result
+
+
+def _steps(batches: Iterator[tuple[Any, Any]], consumer: Consumer, n: int, in_flight: int) -> None:
+    """n more steps as _timed queues them (in_flight ahead), all finished on return."""
+    pending: list[Callable[[], None]] = []
+    for _, (x, y) in zip(range(n), batches, strict=False):
+        consumer.step(x, y)
+        pending.append(consumer.fence())
+        if len(pending) >= in_flight:
+            pending.pop(0)()
+    for done in pending:
+        done()
 
 
 def _per_second(times: list[float]) -> list[int]:

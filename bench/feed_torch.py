@@ -190,7 +190,27 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "
             "no CUDA build of Paddle on this machine")  # fmt: skip
     return Consumer(name, step, fence, batches, fixed, stream,
-                    lambda: partition(cfg.loader_sms).summary(), mark)  # fmt: skip
+                    lambda: partition(cfg.loader_sms).summary(), mark, _profile)  # fmt: skip
+
+
+def _profile(run: Callable[[], None], steps: int) -> dict:
+    """Run the steps under the PyTorch profiler (CUDA activity: every kernel and copy of the
+    process, DALI's included) and summarise them (bench.kernels)."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.kernels import summarize
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+    with tempfile.TemporaryDirectory(prefix="ucf3d-profile-") as tmp:
+        path = f"{tmp}/trace.json"
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    return summarize(trace, steps)
 
 
 def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple,

@@ -1,0 +1,117 @@
+"""What the GPU runs during fed steps: the training stream's work against the loader's.
+
+`ucf3d bench feed --profile-steps N` runs N more fed steps after its timed window under the
+PyTorch profiler (CUPTI records every kernel and copy of the process, DALI's threads' included)
+and adds `kernels` to its JSON line: per step, how many kernels and copies the step's stream and
+the loader's streams ran and for how long, how much of the loader's kernel time overlapped the
+step's kernels (where the two shared the GPU), and the loader's costliest kernels.
+
+The training stream is the stream with the most device time (a 60 ms step against the loader's
+many short kernels spread over dozens of streams); everything else is the loader's (its own
+streams, the hand-over kernels are on the step's stream).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from typing import Any
+
+GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "copy", "gpu_memset": "copy"}
+NAME_CHARS = 90  # template-heavy kernel names are cut to this
+
+
+def summarize(trace: dict[str, Any], steps: int, top: int = 10) -> dict[str, Any]:
+    """A chrome trace (the PyTorch profiler's `export_chrome_trace`) of `steps` fed steps -> the
+    per-step summary described in the module docstring (times in ms, kernels' in us)."""
+    work = [e for e in trace.get("traceEvents", [])
+            if e.get("ph") == "X" and e.get("cat") in GPU_CATS]  # fmt: skip
+    if not work or steps < 1:
+        raise ValueError("the profile holds no GPU work (was CUDA activity recorded?)")
+    busy: dict[Any, float] = defaultdict(float)
+    for e in work:
+        busy[_stream(e)] += float(e.get("dur", 0))
+    train = max(busy, key=busy.__getitem__)
+    mine = [e for e in work if _stream(e) == train]
+    theirs = [e for e in work if _stream(e) != train]
+    spans = _union([(float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)))
+                    for e in mine if GPU_CATS[e["cat"]] == "kernel"])  # fmt: skip
+    loader_kernels = [e for e in theirs if GPU_CATS[e["cat"]] == "kernel"]
+    overlap = sum(_overlap(spans, float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)))
+                  for e in loader_kernels)  # fmt: skip
+    return {
+        "steps": steps,
+        "train_stream": {**_totals(mine, steps), "stream": train},
+        "loader": {
+            **_totals(theirs, steps),
+            "streams": len(busy) - 1,
+            "kernel_ms_beside_step": round(overlap / 1000 / steps, 3),
+            "top": _top(loader_kernels, steps, top),
+        },
+    }
+
+
+def _stream(event: dict[str, Any]) -> Any:
+    args = event.get("args", {})
+    return args.get("stream", event.get("tid"))
+
+
+def _totals(events: list[dict[str, Any]], steps: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for kind, many in (("kernel", "kernels"), ("copy", "copies")):
+        mine = [e for e in events if GPU_CATS[e["cat"]] == kind]
+        out[f"{many}_per_step"] = round(len(mine) / steps, 1)
+        took = sum(float(e.get("dur", 0)) for e in mine)
+        out[f"{kind}_ms_per_step"] = round(took / 1000 / steps, 3)
+    return out
+
+
+def _top(kernels: list[dict[str, Any]], steps: int, top: int) -> list[dict[str, Any]]:
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in kernels:
+        by_name[str(e.get("name", "?"))[:NAME_CHARS]].append(e)
+    rows = []
+    for name, group in by_name.items():
+        total = sum(float(e.get("dur", 0)) for e in group)
+        blocks = [_volume(e.get("args", {}).get("grid")) for e in group]
+        rows.append({
+            "name": name,
+            "per_step": round(len(group) / steps, 1),
+            "ms_per_step": round(total / 1000 / steps, 3),
+            "mean_us": round(total / len(group), 1),
+            "blocks": round(sum(blocks) / len(blocks), 1),
+            "threads": _volume(group[0].get("args", {}).get("block")),
+        })  # fmt: skip
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return rows[:top]
+
+
+def _volume(dims: Any) -> int:
+    if not isinstance(dims, list | tuple):
+        return 0
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint intervals covering `spans`."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _overlap(union: list[tuple[float, float]], a: float, b: float) -> float:
+    """Length of [a, b) covered by the disjoint sorted intervals `union`."""
+    i = max(0, bisect_right(union, (a, float("inf"))) - 1)
+    total = 0.0
+    while i < len(union) and union[i][0] < b:
+        lo, hi = max(a, union[i][0]), min(b, union[i][1])
+        total += max(0.0, hi - lo)
+        i += 1
+    return total
