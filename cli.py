@@ -297,6 +297,9 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--handover", type=click.Choice(["kernel", "ops"]), default="kernel",
                      show_default=True, help="GPU, uint8: normalise in one kernel per chunk, "
                      "or with the framework's ops (concatenate, transpose, cast, subtract)."),
+        click.option("--gpu-resize", type=click.Choice(["dali", "kernel"]), default="dali",
+                     show_default=True, help="GPU: who crops and resizes NVDEC's frames: DALI's "
+                     "fn.resize, or the hand-over kernel as it normalises (uint8 output)."),
         click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
         click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
                      help="Take DALI's outputs in a loader thread this many batches ahead "
@@ -342,7 +345,8 @@ def _bench_loader_config(opts: dict[str, Any]) -> Any:
         manifests=opts.pop("manifests"), shards=opts.pop("shards"), split=opts.pop("split"),
         subset="train", mode="train", batch_size=opts.pop("batch_size"),
         decode=opts.pop("decode"), dtype=opts.pop("dtype"), output=opts.pop("output"),
-        handover=opts.pop("handover"), size=opts.pop("clip_size"),
+        handover=opts.pop("handover"), gpu_resize=opts.pop("gpu_resize"),
+        size=opts.pop("clip_size"),
         num_threads=opts.pop("threads") or os.cpu_count() or 1,
         start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
         thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),

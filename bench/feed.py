@@ -211,7 +211,10 @@ def nvdec_report(backend: Any, origin: float | None = None) -> dict[str, Any]:
     from it) for the GPU and hybrid backends; else nothing."""
     gpu = getattr(backend, "gpu", backend)  # the hybrid's NVDEC part
     report = getattr(gpu, "segment_report", None)
-    return {"nvdec_segments": report(origin)} if report else {}
+    if report is None:
+        return {}
+    # who cropped and resized the frames: DALI, or the hand-over kernel (gpu_resize)
+    return {"nvdec_segments": report(origin), "resize": gpu.resize}
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures

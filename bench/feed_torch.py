@@ -11,8 +11,9 @@ from typing import Any
 
 from bench.feed import Consumer, FeedConfig
 from loader import ClipLoader
+from loader.backend import Frames
 from loader.bridge import Holder
-from loader.handover import normalize_into, use_kernel
+from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -74,6 +75,8 @@ def to_torch(output: Any, n: int, cfg: Any, out: Any = None) -> Any:
     """
     import torch
 
+    if isinstance(output, Frames):  # whole NVDEC frames: the kernel crops them (gpu_resize)
+        return _cropped(output, n, cfg, getattr(torch, cfg.dtype), out)
     parts = []
     for o in output if isinstance(output, list) else [output]:
         t = torch.from_dlpack(o.as_tensor() if hasattr(o, "as_tensor") else o)
@@ -115,6 +118,25 @@ def _by_kernel(parts: list, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
     stream = torch.cuda.current_stream().cuda_stream
     normalize_into([(p.data_ptr(), p.shape[0]) for p in dense], n, out.data_ptr(), t * h * w,
                    cfg.mean, cfg.std, cfg.dtype, False, stream)  # fmt: skip
+    return out
+
+
+def _cropped(frames: Frames, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
+    """Whole uint8 NVDEC frames -> (n, 3, T, size, size) channels-last `dtype`, cropped, resized,
+    flipped and normalised by one kernel per 32 clips (loader.handover.crop_resize_into), into
+    `out` where it has that form (as loader.bridge._cropped does for Paddle, planar)."""
+    import torch
+
+    parts = [torch.from_dlpack(p) for c in frames.chunks for p in frame_parts(c)]
+    sources = clip_sources([(p.data_ptr(), tuple(p.shape)) for p in parts], n)
+    shape = (n, 3, sources[0][1], cfg.size, cfg.size)
+    if (out is None or tuple(out.shape) != shape or out.dtype != dtype
+            or not out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
+        out = torch.empty((n, *shape[2:], 3), dtype=dtype, device=parts[0].device)
+        out = out.permute(0, 4, 1, 2, 3)
+    stream = torch.cuda.current_stream().cuda_stream
+    crop_resize_into(sources, frames.rois[:n], cfg.size, out.data_ptr(), cfg.mean, cfg.std,
+                     cfg.dtype, False, stream)  # fmt: skip
     return out
 
 

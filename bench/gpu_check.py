@@ -59,6 +59,39 @@ def compare(args: argparse.Namespace, mode: str, other: str = "gpu") -> dict:
             "same_keys_and_starts": True}
 
 
+def resize(args: argparse.Namespace, mode: str) -> dict:
+    """The hand-over kernel's crop and resize (gpu_resize "kernel", from whole NVDEC frames)
+    against DALI's fn.resize, on the same plan and the same decoder: the clips handed to the
+    stand-in (loader.handover; float32, mean 0, std 1: the pixel values themselves)."""
+    from bench.feed_torch import to_torch
+
+    got: dict[str, list] = {}
+    for how in ("dali", "kernel"):
+        cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
+                           subset="train", mode=mode, batch_size=32, decode="gpu", seed=3,
+                           start_align=1, cache_dir=args.cache, gpu_pipelines=4,
+                           gpu_resize=how, dtype="float32", mean=(0, 0, 0), std=(1, 1, 1))
+        with ClipLoader(cfg) as loader:
+            assert loader.backend.resize == how, (how, loader.backend.resize)
+            seen = []
+            for i, (out, batch) in enumerate(loader.raw_epoch(1)):
+                x = to_torch(out, len(batch), cfg)
+                seen.append((batch.keys, x.float().cpu().numpy()))
+                if i + 1 >= args.batches:
+                    break
+        got[how] = seen
+    worst, equal, values = 0.0, 0, 0
+    for (kd, d), (kk, k) in zip(got["dali"], got["kernel"], strict=True):
+        assert kd == kk and d.shape == k.shape, (d.shape, k.shape)
+        diff = np.abs(d - k)
+        worst = max(worst, float(diff.max()))
+        equal += int((diff == 0).sum())
+        values += diff.size
+    return {"check": "resize_kernel_vs_dali", "mode": mode, "batches": len(got["dali"]),
+            "clip_shape": list(got["kernel"][0][1].shape[1:]), "max_abs_diff": worst,
+            "share_equal": round(equal / values, 6)}
+
+
 def dlpack(args: argparse.Namespace) -> dict:
     cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
                        batch_size=16, decode="gpu", cache_dir=args.cache, gpu_pipelines=1)
@@ -119,9 +152,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/ucf3d-cache"))
     ap.add_argument("--split", type=int, default=1)
     ap.add_argument("--batches", type=int, default=4)
-    ap.add_argument("--only", choices=["segments"], help="run this check alone")
+    ap.add_argument("--only", choices=["segments", "resize"], help="run this check alone")
     args = ap.parse_args()
     t0 = time.time()
+    if args.only in (None, "resize"):
+        for mode in ("train", "clip", "video"):
+            print(json.dumps(resize(args, mode)), flush=True)
+    if args.only == "resize":
+        return
     if not args.only:
         print(json.dumps(dlpack(args)), flush=True)
         for mode in ("train", "clip", "video"):

@@ -54,10 +54,18 @@ def param_feed(requests: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]
     A flip is folded into the window: fn.resize mirrors a dimension whose ROI end lies before its
     start, so crop, resize and flip are one GPU kernel per chunk (no separate mirror pass).
     """
-    roi = np.array(requests["roi"], np.float32)  # (N, 4) y0, x0, y1, x1
+    roi = flip_folded(requests)
+    return [r[:2].copy() for r in roi], [r[2:].copy() for r in roi]
+
+
+def flip_folded(requests: np.ndarray) -> np.ndarray:
+    """(N, 4) float32 y0, x0, y1, x1 crop windows of `requests`, a flip folded in (x ends
+    swapped): what fn.resize is given (param_feed), and the hand-over kernel where it crops
+    (LoaderConfig.gpu_resize "kernel", loader.handover.crop_resize_into)."""
+    roi = np.array(requests["roi"], np.float32).reshape(-1, 4)
     flip = requests["flip"].astype(bool)
     roi[flip, 1], roi[flip, 3] = roi[flip, 3], roi[flip, 1].copy()
-    return [r[:2].copy() for r in roi], [r[2:].copy() for r in roi]
+    return roi
 
 
 def normalize(frames: Any, cfg: LoaderConfig) -> Any:

@@ -19,6 +19,9 @@ implement:
     closed), the next ``run`` call must start clean. Errors about a sample raise
     ``loader.source.LoaderError`` naming the shard and the key.
 
+    With ``cfg.gpu_resize == "kernel"`` the GPU backend yields a ``Frames`` instead: the uncropped
+    frames and each clip's window, which the hand-over kernel crops and resizes.
+
     `clips` may also be a list of such outputs (per-pipeline chunks of one batch, or the hybrid
     backend's GPU chunks then CPU part, concatenated in order by ``loader.bridge.to_paddle``); only
     the first ``len(batch)`` samples count, so a last chunk may be padded.
@@ -45,6 +48,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from .source import Dataset
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A batch's NVDEC frames, whole, with the crop windows the hand-over kernel resizes them
+    from (LoaderConfig.gpu_resize "kernel"): what GpuBackend yields in place of a list of
+    cropped chunks. loader.bridge (and the stand-in's to_torch) crop, resize, flip and normalise
+    them in one kernel per 32 clips (loader.handover.crop_resize_into)."""
+
+    chunks: list[Any]  # DALI TensorListGPU per pipeline chunk: (T, H, W, 3) uint8 samples
+    rois: np.ndarray  # (len(batch), 4) float32: loader.augment.flip_folded of the requests
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .handover import normalize_into, use_kernel
+from .backend import Frames
+from .handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
+from .source import LoaderError
 
 if TYPE_CHECKING:
     import paddle
@@ -47,6 +49,8 @@ def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None
     """
     import paddle
 
+    if isinstance(output, Frames):  # whole NVDEC frames: the kernel crops them (gpu_resize)
+        return _cropped(output, n, cfg)
     parts = [_import(o) for o in (output if isinstance(output, list) else [output])]
     first = parts[0].place
     if first.is_gpu_place():
@@ -75,6 +79,28 @@ def _by_kernel(parts: list[paddle.Tensor], n: int | None, cfg: LoaderConfig) -> 
     stream = _raw_stream(paddle.device.current_stream())
     normalize_into([(p.data_ptr(), p.shape[0]) for p in dense], n, out.data_ptr(), t * h * w,
                    cfg.mean, cfg.std, cfg.dtype, True, stream)  # fmt: skip
+    return out
+
+
+def _cropped(frames: Frames, n: int | None, cfg: LoaderConfig | None) -> paddle.Tensor:
+    """Whole uint8 NVDEC frames -> the normalised (n, 3, T, size, size) batch: each clip's crop
+    window resized, flipped and normalised by one kernel per 32 clips on Paddle's current
+    stream (loader.handover.crop_resize_into), planar."""
+    import paddle
+
+    if cfg is None:
+        raise ValueError("whole frames need the loader's config to be cropped")
+    parts = [paddle.utils.dlpack.from_dlpack(p) for c in frames.chunks for p in frame_parts(c)]
+    place = parts[0].place
+    if not place.is_gpu_place() or paddle.get_device() != f"gpu:{place.gpu_device_id()}":
+        raise LoaderError(f"gpu_resize 'kernel': the frames are on {place}, Paddle allocates on "
+                          f"{paddle.get_device()}; train on the loader's GPU")  # fmt: skip
+    n = len(frames.rois) if n is None else n
+    sources = clip_sources([(p.data_ptr(), p.shape) for p in parts], n)
+    out = paddle.empty([n, 3, sources[0][1], cfg.size, cfg.size], dtype=cfg.dtype)
+    stream = _raw_stream(paddle.device.current_stream())
+    crop_resize_into(sources, frames.rois[:n], cfg.size, out.data_ptr(), cfg.mean, cfg.std,
+                     cfg.dtype, True, stream)  # fmt: skip
     return out
 
 

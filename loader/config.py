@@ -13,6 +13,7 @@ DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a 
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
 CLIPS_ON = ("host", "gpu")  # where the clips are handed over
 HANDOVERS = ("kernel", "ops")  # how a GPU consumer normalises uint8 clips (loader.handover)
+GPU_RESIZES = ("dali", "kernel")  # who crops and resizes NVDEC's frames (loader.handover)
 DTYPES = ("float32", "float16")
 WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
 PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
@@ -50,6 +51,11 @@ class LoaderConfig:
     # straight into the batch tensor) or "ops" (the framework's own: concatenate, transpose, cast,
     # subtract); "kernel" falls back to "ops" where the driver cannot run it, and says so
     handover: str = "kernel"
+    # GPU path: who crops, resizes and flips NVDEC's frames: "dali" (fn.resize in the pipelines,
+    # 2 kernels a chunk beside the training step) or "kernel" (the hand-over kernel, from the
+    # whole frames, in the same pass as the normalisation; needs uint8 output, handover "kernel"
+    # and no antialiasing; where the driver cannot run the kernel, DALI does it, and says so)
+    gpu_resize: str = "dali"
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -121,7 +127,7 @@ class LoaderConfig:
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
                    "output": (None, *OUTPUTS), "clips_on": (None, *CLIPS_ON), "windows": WINDOWS,
-                   "part": PARTS, "handover": HANDOVERS}  # fmt: skip
+                   "part": PARTS, "handover": HANDOVERS, "gpu_resize": GPU_RESIZES}  # fmt: skip
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -156,6 +162,13 @@ class LoaderConfig:
         if self.clips_on == "host" and self.decode != "cpu":
             raise ValueError(f"clips_on 'host' needs decode='cpu' ({self.decode!r} decodes on "
                              "the GPU)")  # fmt: skip
+        if self.gpu_resize == "kernel" and (
+            self.decode != "gpu" or self.clip_output() != "uint8" or self.handover != "kernel"
+            or self.antialias
+        ):  # fmt: skip
+            raise ValueError("gpu_resize 'kernel' crops NVDEC's frames in the hand-over kernel: "
+                             "it needs decode 'gpu', uint8 output, handover 'kernel' and no "
+                             "antialias")  # fmt: skip
         if self.cpu_share is not None and not 0 <= self.cpu_share < 1:
             raise ValueError(f"cpu_share must be in [0, 1), got {self.cpu_share}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

@@ -17,7 +17,10 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    built and set decoding in the background while the current one runs; the segment done with is
    shut down in the background too (below).
 3. Crop windows and flips come from the plan through an external source in each pipeline, and the
-   shared `loader.augment.augment` runs on the GPU frames.
+   shared `loader.augment.augment` runs on the GPU frames; or (`gpu_resize="kernel"`) the
+   pipelines hand the whole frames over (`loader.backend.Frames`, with the plan's windows) and
+   the hand-over kernel crops, resizes and flips them as it normalises, which takes DALI's two
+   resampling kernels a chunk off the GPU beside the training step.
 
 A request whose frames are not one contiguous window (loop padding of a video shorter than T) is
 not expressible as a file-list line: such videos are rejected up front, naming the key (extract
@@ -60,9 +63,10 @@ from typing import Any
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
-from .augment import augment, param_feed, param_inputs
-from .backend import PlanBatch
+from .augment import augment, flip_folded, param_feed, param_inputs
+from .backend import Frames, PlanBatch
 from .config import LoaderConfig
+from .handover import unavailable as handover_unavailable
 from .hostmem import host_available_bytes, host_rss_gb
 from .segment import Segment, file_lists
 from .source import Dataset, LoaderError
@@ -122,6 +126,14 @@ class GpuBackend:
         self._retire = ThreadPoolExecutor(1, thread_name_prefix="ucf3d-retire")
         self.built: list[dict[str, Any]] = []  # per segment: epochs, clips, build_s, background
         self.segment_clips = cfg.gpu_segment_clips or self._auto_segment_clips()
+        # who crops and resizes: "kernel" (the hand-over, from whole frames: Frames) or "dali"
+        self.resize = "dali"
+        if cfg.gpu_resize == "kernel":
+            why_not = handover_unavailable()
+            if why_not:
+                log.warning("NVDEC: DALI crops and resizes the frames: %s", why_not)
+            else:
+                self.resize = "kernel"
         # (what, perf_counter at its start, seconds): builds, boundaries ("switch": the
         # consumer's time moving from one segment to the next), shut-downs (in the background)
         self.events: list[tuple[str, float, float]] = []
@@ -254,6 +266,8 @@ class GpuBackend:
                 lazy_init=cfg.gpu_lazy_init,
                 name="video",
             )  # (T, H, W, 3) uint8 on the GPU
+            if self.resize == "kernel":  # whole frames: the hand-over kernel crops them
+                return frames, _ids
             roi = param_inputs(params)  # crop window, flip folded in
             return augment(frames, roi, cfg), _ids
 
@@ -292,7 +306,10 @@ class GpuBackend:
                         raise self._diagnose(e, chunks[i]) from e
                     outputs.append(clips)
                     i += 1
-                yield outputs, batch
+                if self.resize == "kernel":
+                    yield Frames(outputs, flip_folded(batch.requests)), batch
+                else:
+                    yield outputs, batch
                 outputs = []
             done = True
         finally:

@@ -25,6 +25,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,19 @@ SOURCE, PTX = KERNELS / "handover.cu", KERNELS / "handover.ptx"
 DTYPES = {"float16": np.float16, "float32": np.float32}  # what the kernel writes
 THREADS = 256
 MAX_CLIPS = 65535  # a launch's clips: the grid's y dimension
+CROP_CLIPS = 32  # clips a crop_resize launch describes (its CropClips argument, handover.cu)
+
+
+class _CropClip(ctypes.Structure):
+    """handover.cu's CropClip: one clip's frames and crop window (32 bytes)."""
+
+    _fields_ = [("src", ctypes.c_uint64), ("h", ctypes.c_int), ("w", ctypes.c_int),
+                ("y0", ctypes.c_float), ("x0", ctypes.c_float),
+                ("sy", ctypes.c_float), ("sx", ctypes.c_float)]  # fmt: skip
+
+
+class _CropClips(ctypes.Structure):
+    _fields_ = [("c", _CropClip * CROP_CLIPS)]
 
 
 class HandoverError(RuntimeError):
@@ -79,7 +93,7 @@ def _kernels() -> dict[str, ctypes.c_void_p]:
     _check(cuda, loaded, f"loading {PTX.name}")
     kernels = {}
     for dtype in DTYPES:
-        for form in ("handover", "handover4"):
+        for form in ("handover", "handover4", "crop_resize"):
             kernel, name = ptr(), f"{form}_{dtype}"
             found = cuda.cuLibraryGetKernel(ctypes.byref(kernel), library, name.encode())
             _check(cuda, found, name)
@@ -187,3 +201,89 @@ def normalize_into(
         launched = cuda.cuLaunchKernel(kernels[f"{form}_{dtype}"], grid_x, count, 1, THREADS, 1,
                                        1, 0, stream, params, None)  # fmt: skip
         _check(cuda, launched, "launching the hand-over kernel")
+
+
+def frame_parts(chunk: Any) -> list[Any]:
+    """A DALI TensorListGPU of whole frames as what DLPack can hand over: the dense chunk
+    (`as_tensor()`) where its clips share a shape, else its clips one by one."""
+    try:
+        return [chunk.as_tensor()]
+    except RuntimeError:  # clips of different sizes (videos of different resolutions)
+        return [chunk[i] for i in range(len(chunk))]
+
+
+def clip_sources(
+    parts: Sequence[tuple[int, Sequence[int]]], n: int
+) -> list[tuple[int, int, int, int]]:
+    """(address, frames, height, width) of each of the first `n` clips held by `parts`, in
+    batch order: (device address, shape) each, shape (clips, T, H, W, 3) for a dense chunk or
+    (T, H, W, 3) for one clip (a chunk whose clips differ in size comes sample by sample)."""
+    out: list[tuple[int, int, int, int]] = []
+    for address, shape in parts:
+        if len(shape) == 4:
+            shape = (1, *shape)
+        if len(shape) != 5 or shape[4] != 3:
+            raise ValueError(f"frames of shape {tuple(shape)}: (clips, T, H, W, 3) expected")
+        count, t, h, w, _ = (int(v) for v in shape)
+        out += [(address + i * t * h * w * 3, t, h, w) for i in range(count)]
+        if len(out) >= n:
+            return out[:n]
+    raise ValueError(f"{len(out)} clips in the parts, {n} asked for")
+
+
+def crop_launches(
+    sources: Sequence[tuple[int, int, int, int]], rois: np.ndarray, size: int
+) -> list[tuple[int, int, _CropClips]]:
+    """The crop_resize launches for clips `sources` (clip_sources) with windows `rois`: (first
+    clip, clips, their packed descriptions) each, at most CROP_CLIPS clips a launch.
+
+    rois: (n, 4) y0, x0, y1, x1 per clip in source pixels, a flip folded in (x1 < x0:
+    loader.augment.flip_folded); each output pixel steps (y1 - y0) / size, (x1 - x0) / size.
+    """
+    rois = np.asarray(rois, np.float32).reshape(-1, 4)
+    if len(rois) != len(sources):
+        raise ValueError(f"{len(rois)} crop windows for {len(sources)} clips")
+    planned = []
+    for first in range(0, len(sources), CROP_CLIPS):
+        packed = _CropClips()
+        count = min(CROP_CLIPS, len(sources) - first)
+        for k in range(count):
+            (address, _, h, w), (y0, x0, y1, x1) = sources[first + k], rois[first + k]
+            packed.c[k] = _CropClip(address, h, w, y0, x0, (y1 - y0) / size, (x1 - x0) / size)
+        planned.append((first, count, packed))
+    return planned
+
+
+def crop_resize_into(
+    sources: Sequence[tuple[int, int, int, int]],
+    rois: np.ndarray,
+    size: int,
+    out: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: str,
+    planar: bool,
+    stream: int,
+) -> None:
+    """Queue, for each clip of `sources` (clip_sources: whole uint8 frames), its crop window
+    `rois` resized to size x size (bilinear, as DALI's fn.resize; rounded as DALI's uint8
+    output is) and normalised, into the (n, 3, T, size, size) `dtype` tensor at `out`
+    (planar or channels-last, as normalize_into); nothing here waits for the GPU. The stream
+    must already wait for the frames (DLPack's hand-over does that)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
+    frames = {t for _, t, _, _ in sources}
+    if len(frames) > 1:
+        raise ValueError(f"clips of {sorted(frames)} frames in one batch")
+    t = frames.pop() if frames else 0
+    planned = crop_launches(sources, rois, size)
+    kernels, cuda = _kernels(), libcuda()
+    constants = _constants(tuple(mean), tuple(std), dtype)
+    grid_x = min(math.ceil(t * size * size / THREADS), 65535)
+    for first, count, packed in planned:
+        args = [packed, ctypes.c_void_p(out), ctypes.c_int(t), ctypes.c_int(size),
+                ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
+        params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+        launched = cuda.cuLaunchKernel(kernels[f"crop_resize_{dtype}"], grid_x, count, 1,
+                                       THREADS, 1, 1, 0, stream, params, None)  # fmt: skip
+        _check(cuda, launched, "launching the crop-and-resize hand-over kernel")

@@ -7,6 +7,7 @@ marked and skip visibly on CPU machines.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import shutil
 import subprocess
@@ -16,10 +17,17 @@ import numpy as np
 import pytest
 
 from loader import LoaderConfig
+from loader.augment import flip_folded, param_feed
+from loader.backend import Frames
 from loader.handover import (
+    CROP_CLIPS,
     MAX_CLIPS,
     PTX,
+    _CropClip,
     build_ptx,
+    clip_sources,
+    crop_launches,
+    crop_resize_into,
     launches,
     normalize_into,
     rounded,
@@ -207,3 +215,172 @@ def test_torch_stand_in_hand_over_never_waits_for_the_gpu(handover: str) -> None
     assert to_torch([chunk, chunk], 6, cfg, into) is into and torch.equal(into, first)
     other = torch.empty(2, 3, 16, 8, 8, device="cuda")  # another shape: a new tensor
     assert to_torch([chunk, chunk], 6, cfg, other) is not other
+
+
+# ---- crop + resize in the hand-over (LoaderConfig.gpu_resize "kernel") --------------------------
+
+
+def test_gpu_resize_setting_is_checked() -> None:
+    base = {"manifests": "m", "decode": "gpu"}
+    assert LoaderConfig(**base).gpu_resize == "dali"
+    assert LoaderConfig(gpu_resize="kernel", **base).gpu_resize == "kernel"
+    with pytest.raises(ValueError, match="gpu_resize must be one of dali, kernel"):
+        LoaderConfig(gpu_resize="nvdec", **base)
+    for other in ({"decode": "cpu"}, {"decode": "hybrid"}, {"handover": "ops"},
+                  {"antialias": True}, {"output": "float"}):  # fmt: skip
+        with pytest.raises(ValueError, match="gpu_resize 'kernel' crops NVDEC's frames"):
+            LoaderConfig(**{**base, "gpu_resize": "kernel", **other})
+
+
+def _requests(rois: list, flips: list) -> np.ndarray:
+    req = np.zeros(len(rois), dtype=[("roi", np.float32, 4), ("flip", np.int8)])
+    req["roi"], req["flip"] = rois, flips
+    return req
+
+
+def test_flip_folded_is_what_dali_is_given() -> None:
+    req = _requests([[0, 1, 100, 121], [10, 20, 74, 84]], [0, 1])
+    roi = flip_folded(req)
+    assert roi.tolist() == [[0, 1, 100, 121], [10, 84, 74, 20]]  # the flip swaps x's ends
+    starts, ends = param_feed(req)
+    assert np.array_equal(np.stack(starts), roi[:, :2])
+    assert np.array_equal(np.stack(ends), roi[:, 2:])
+
+
+def test_clip_sources_take_dense_chunks_and_single_clips_in_order() -> None:
+    t, h, w = 4, 6, 10
+    clip = t * h * w * 3
+    parts = [(1000, (2, t, h, w, 3)), (9000, (t, 8, 12, 3)), (20000, (3, t, h, w, 3))]
+    assert clip_sources(parts, 5) == [(1000, t, h, w), (1000 + clip, t, h, w), (9000, t, 8, 12),
+                                      (20000, t, h, w), (20000 + clip, t, h, w)]  # fmt: skip
+    with pytest.raises(ValueError, match="6 clips in the parts, 7 asked for"):
+        clip_sources(parts, 7)
+    with pytest.raises(ValueError, match="expected"):
+        clip_sources([(0, (2, t, h, w))], 1)  # not (.., 3)
+
+
+def test_crop_launches_pack_each_clips_window() -> None:
+    assert ctypes.sizeof(_CropClip) == 32  # handover.cu's CropClip
+    n, size = CROP_CLIPS + 8, 112
+    sources = [(4096 * (i + 1), 16, 128, 170) for i in range(n)]
+    rois = flip_folded(_requests([[0, 21, 128, 149]] * n, [i % 2 for i in range(n)]))
+    planned = crop_launches(sources, rois, size)
+    assert [(first, count) for first, count, _ in planned] == [(0, CROP_CLIPS), (CROP_CLIPS, 8)]
+    first, count, packed = planned[1]
+    c = packed.c[1]  # clip 33: flipped
+    assert (c.src, c.h, c.w) == (4096 * 34, 128, 170)
+    assert (c.y0, c.x0) == (0.0, 149.0) and c.sy == pytest.approx(128 / size)
+    assert c.sx == pytest.approx(-128 / size)  # right to left
+    assert packed.c[0].sx == pytest.approx(128 / size) and packed.c[0].x0 == 21.0
+    with pytest.raises(ValueError, match="3 crop windows for 2 clips"):
+        crop_launches(sources[:2], rois[:3], size)
+
+
+def _bilinear(frames, roi, size):  # noqa: ANN001, ANN202 - torch reference: (T, H, W, 3) -> (3, T, S, S)
+    import torch
+
+    t, h, w, _ = frames.shape
+    y0, x0, y1, x1 = (float(v) for v in roi)
+    o = torch.arange(size, dtype=torch.float64, device=frames.device) + 0.5
+    fy, fx = y0 + o * (y1 - y0) / size - 0.5, x0 + o * (x1 - x0) / size - 0.5
+    iy, ix = fy.floor(), fx.floor()
+    wy, wx = (fy - iy).view(1, -1, 1, 1), (fx - ix).view(1, 1, -1, 1)
+    ya, yb = iy.long().clamp(0, h - 1), (iy.long() + 1).clamp(0, h - 1)
+    xa, xb = ix.long().clamp(0, w - 1), (ix.long() + 1).clamp(0, w - 1)
+    f = frames.double()
+    top = f[:, ya][:, :, xa] * (1 - wx) + f[:, ya][:, :, xb] * wx
+    bot = f[:, yb][:, :, xa] * (1 - wx) + f[:, yb][:, :, xb] * wx
+    return (top * (1 - wy) + bot * wy).round().permute(3, 0, 1, 2)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("planar", [True, False])
+def test_crop_resize_is_bilinear_from_the_window(planar: bool) -> None:
+    """Clips of two frame sizes (a dense chunk, then clips one by one), windows inside the
+    frame, at its edges, flipped, and more than CROP_CLIPS clips (two launches): equal to a
+    float64 bilinear reference rounded as DALI's uint8 output, up to a tie rounded the other
+    way; then normalised as normalize_into does."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    t, size, n_dense = 3, 16, CROP_CLIPS + 2
+    dense = torch.randint(0, 256, (n_dense, t, 24, 30, 3), dtype=torch.uint8, device="cuda",
+                          generator=gen)  # fmt: skip
+    single = [torch.randint(0, 256, (t, 20, 26, 3), dtype=torch.uint8, device="cuda",
+                            generator=gen) for _ in range(3)]  # fmt: skip
+    frames = [*dense, *single]
+    rng = np.random.default_rng(0)
+    rois, flips = [], []
+    for f in frames:
+        h, w = f.shape[1:3]
+        side = rng.uniform(0.4, 1.0) * min(h, w)
+        y0, x0 = rng.uniform(0, h - side), rng.uniform(0, w - side)
+        rois.append([y0, x0, y0 + side, x0 + side])
+        flips.append(int(rng.integers(2)))
+    rois[0], rois[-1] = [0, 0, 24, 24], [0, 6, 20, 26]  # flush with the frame's edges
+    folded = flip_folded(_requests(rois, flips))
+    parts = [(dense.data_ptr(), tuple(dense.shape))] + [(s.data_ptr(), tuple(s.shape))
+                                                         for s in single]  # fmt: skip
+    n = len(frames)
+    sources = clip_sources(parts, n)
+    shape = (n, 3, t, size, size) if planar else (n, t, size, size, 3)
+    out = torch.full(shape, float("nan"), device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    crop_resize_into(sources, folded, size, out.data_ptr(), (0, 0, 0), (1, 1, 1), "float32",
+                     planar, stream)  # fmt: skip
+    got = out if planar else out.permute(0, 4, 1, 2, 3)
+    want = torch.stack([_bilinear(f, r, size) for f, r in zip(frames, folded, strict=True)])
+    diff = (got.double() - want).abs()
+    assert diff.max() <= 1 and (diff > 0).double().mean() < 1e-3, diff.max()
+    half = torch.empty((n, 3, t, size, size), dtype=torch.float16, device="cuda")
+    crop_resize_into(sources, folded, size, half.data_ptr(), MEAN, (1, 1, 1), "float16", True,
+                     stream)  # fmt: skip
+    mean = torch.tensor(rounded(MEAN, "float16"), device="cuda").view(1, 3, 1, 1, 1)
+    assert torch.equal(half, (got.float() - mean).half())  # integers minus the rounded mean
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_crop_resize_matches_dalis_resize_and_the_stand_in_takes_frames() -> None:
+    """The kernel against DALI's fn.resize with the same windows (what gpu_resize "dali" runs),
+    from the same frames; and bench feed's stand-in hand-over given `Frames` (whole frames and
+    their windows, as the NVDEC backend yields them with gpu_resize "kernel") gives the same."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn, pipeline_def, types
+
+    from bench.feed_torch import to_torch
+
+    rng = np.random.default_rng(1)
+    t, size, n = 4, 112, 8
+    frames = [rng.integers(0, 256, (t, 128, 170, 3), dtype=np.uint8) for _ in range(n)]
+    rois, flips = [], []
+    for i in range(n):
+        side = [128, 107.6, 90.5, 76.1, 64][i % 5]
+        corners = [(0, 0), (0, 170 - side), (128 - side, 0), ((128 - side) / 2, (170 - side) / 2)]
+        y0, x0 = corners[i % 4]
+        rois.append([y0, x0, y0 + side, x0 + side])
+        flips.append(i % 2)
+    req = _requests(rois, flips)
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=0)
+    def resized():  # noqa: ANN202 - DALI graph
+        x = fn.external_source(source=lambda: frames, batch=True, layout="FHWC").gpu()
+        starts, ends = param_feed(req)
+        start = fn.external_source(lambda: starts, batch=True)
+        end = fn.external_source(lambda: ends, batch=True)
+        crop = fn.resize(x, roi_start=start, roi_end=end, size=[size, size],
+                         interp_type=types.INTERP_LINEAR, antialias=False)  # fmt: skip
+        return crop, x
+
+    pipe = resized()
+    pipe.build()
+    by_dali, whole = pipe.run()
+    want = torch.from_dlpack(by_dali.as_tensor()).permute(0, 4, 1, 2, 3).float()
+    cfg = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), dtype="float32",
+                          size=size, handover="kernel", clip_output=lambda: "uint8")  # fmt: skip
+    got = to_torch(Frames([whole], flip_folded(req)), n, cfg)
+    assert got.shape == (n, 3, t, size, size)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    diff = (got - want).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, diff.max()

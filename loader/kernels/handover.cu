@@ -115,3 +115,70 @@ extern "C" __global__ void handover4_float32(const unsigned int* __restrict__ sr
                                              float s2, int planar) {
     handover4<float>(src, dst, plane, first, m0, m1, m2, s0, s1, s2, planar);
 }
+
+// ---- crop + resize + flip + normalise in one pass (LoaderConfig.gpu_resize "kernel") ---------
+// NVDEC's frames arrive whole, (T, H, W, 3) uint8 per clip, and each clip's output pixel
+// (t, y, x) is sampled from its plan's crop window: bilinear, pixel centres, the source position
+// clamped to the frame, exactly as DALI's fn.resize with roi_start/roi_end and linear
+// interpolation without antialiasing does in its two separable passes; the result is rounded to
+// the nearest integer (DALI's second pass writes uint8) and then normalised as above. A flip is
+// a negative step (the window's x ends swapped, loader.augment.flip_folded).
+
+struct CropClip {            // 32 bytes, packed by loader/handover.py (CLIP_FIELDS)
+    unsigned long long src;  // the clip's first byte: T frames of h x w x 3
+    int h, w;
+    float y0, x0;            // the window's start (x: its right end for a flip)
+    float sy, sx;            // source pixels per output pixel (sx < 0: flipped)
+};
+
+#define CROP_CLIPS 32  // clips a launch (loader/handover.py CROP_CLIPS)
+
+struct CropClips {
+    CropClip c[CROP_CLIPS];
+};
+
+template <typename Out, Out (*convert)(float)>
+__device__ __forceinline__ void crop_resize(const CropClips& clips, Out* __restrict__ dst,
+                                            int frames, int size, int first, float m0, float m1,
+                                            float m2, float s0, float s1, float s2, int planar) {
+    const CropClip c = clips.c[blockIdx.y];
+    const unsigned char* src = reinterpret_cast<const unsigned char*>(c.src);
+    const int area = size * size, plane = frames * area;
+    Out* out = dst + (first + (long long)blockIdx.y) * plane * 3LL;
+    const long long step = planar ? plane : 1;
+    const float m[3] = {m0, m1, m2}, s[3] = {s0, s1, s2};
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < plane; p += gridDim.x * blockDim.x) {
+        const int t = p / area, r = p - t * area, oy = r / size, ox = r - oy * size;
+        const float fy = c.y0 + (oy + 0.5f) * c.sy - 0.5f;
+        const float fx = c.x0 + (ox + 0.5f) * c.sx - 0.5f;
+        const float iy = floorf(fy), ix = floorf(fx);
+        const float wy = fy - iy, wx = fx - ix;
+        const int ya = min(max((int)iy, 0), c.h - 1), yb = min(max((int)iy + 1, 0), c.h - 1);
+        const int xa = min(max((int)ix, 0), c.w - 1), xb = min(max((int)ix + 1, 0), c.w - 1);
+        const unsigned char* f = src + (long long)t * c.h * c.w * 3;
+        const unsigned char* ra = f + (long long)ya * c.w * 3;
+        const unsigned char* rb = f + (long long)yb * c.w * 3;
+        Out* o = planar ? out + p : out + 3LL * p;
+#pragma unroll
+        for (int ch = 0; ch < 3; ++ch) {
+            const float top = ra[3 * xa + ch] + wx * (float)(ra[3 * xb + ch] - ra[3 * xa + ch]);
+            const float bot = rb[3 * xa + ch] + wx * (float)(rb[3 * xb + ch] - rb[3 * xa + ch]);
+            const float v = rintf(top + wy * (bot - top));
+            o[ch * step] = convert((v - m[ch]) * s[ch]);
+        }
+    }
+}
+
+extern "C" __global__ void crop_resize_float16(const CropClips clips, unsigned short* dst,
+                                               int frames, int size, int first, float m0,
+                                               float m1, float m2, float s0, float s1, float s2,
+                                               int planar) {
+    crop_resize<unsigned short, to_f16>(clips, dst, frames, size, first, m0, m1, m2, s0, s1, s2,
+                                        planar);
+}
+
+extern "C" __global__ void crop_resize_float32(const CropClips clips, float* dst, int frames,
+                                               int size, int first, float m0, float m1, float m2,
+                                               float s0, float s1, float s2, int planar) {
+    crop_resize<float, to_f32>(clips, dst, frames, size, first, m0, m1, m2, s0, s1, s2, planar);
+}
