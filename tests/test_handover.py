@@ -384,3 +384,23 @@ def test_crop_resize_matches_dalis_resize_and_the_stand_in_takes_frames() -> Non
     assert got.is_contiguous(memory_format=torch.channels_last_3d)
     diff = (got - want).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, diff.max()
+
+
+def test_without_a_driver_dali_crops_nvdecs_frames(prepared, tmp_path, caplog) -> None:  # noqa: ANN001
+    """gpu_resize "kernel" where the kernel cannot run: the NVDEC pipelines keep DALI's resize
+    (their outputs are then cropped clips, not Frames) and the log says why (the backend is
+    built for real; its pipelines start only in run())."""
+    if unavailable() is None:
+        pytest.skip("the kernel runs here: the fallback is not taken")
+    from loader import ClipLoader
+    from loader.gpu import GpuBackend
+
+    cfg = LoaderConfig(manifests=prepared.manifests, shards=prepared.shards, batch_size=8,
+                       decode="gpu", gpu_resize="kernel", cache_dir=tmp_path)  # fmt: skip
+    with ClipLoader(cfg) as loader, caplog.at_level("WARNING", logger="loader.gpu"):
+        backend = GpuBackend(cfg, loader.dataset, planner=loader.batches)
+        try:
+            assert backend.resize == "dali"
+        finally:
+            backend.close()
+    assert "NVDEC: DALI crops and resizes the frames: no CUDA driver" in caplog.text

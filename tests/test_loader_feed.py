@@ -326,7 +326,8 @@ def test_hybrid_share_is_fixed_per_epoch_and_adapts_to_waits(prepared, tmp_path:
             assert report["hybrid_shares"] == {"0": 4, "0.25": 3, "0.5": 7, "0.75": 4}
             assert report["hybrid_wait_s"] == {"gpu": 0.0, "cpu": 0.0}  # no epoch run yet
             assert nvdec_report(be) == {"nvdec_segments": {  # no run end known: 50,000 clips
-                "segment_clips": 50_000, "segments": [], "switch_s": 0.0, "retire_s": 0.0}}
+                "segment_clips": 50_000, "segments": [], "switch_s": 0.0, "retire_s": 0.0},
+                "resize": "dali"}  # fmt: skip
         finally:
             be.close()
     whole = LoaderConfig(gpu_batch=8, **data)  # a batch is one chunk: nothing to give the CPU
