@@ -297,9 +297,10 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--handover", type=click.Choice(["kernel", "ops"]), default="kernel",
                      show_default=True, help="GPU, uint8: normalise in one kernel per chunk, "
                      "or with the framework's ops (concatenate, transpose, cast, subtract)."),
-        click.option("--gpu-resize", type=click.Choice(["dali", "kernel"]), default="dali",
-                     show_default=True, help="GPU: who crops and resizes NVDEC's frames: DALI's "
-                     "fn.resize, or the hand-over kernel as it normalises (uint8 output)."),
+        click.option("--gpu-resize", type=click.Choice(["auto", "dali", "kernel"]),
+                     default="auto", show_default=True, help="GPU: who crops and resizes "
+                     "NVDEC's frames: DALI's fn.resize, or the hand-over kernel as it normalises "
+                     "(auto: the kernel where the clips leave DALI as uint8)."),
         click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
         click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
                      help="Take DALI's outputs in a loader thread this many batches ahead "

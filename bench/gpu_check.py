@@ -15,15 +15,28 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loader import ClipLoader, LoaderConfig  # noqa: E402
+from loader.backend import Frames  # noqa: E402
 
 
-def _dense(out: object, n: int) -> np.ndarray:
+def _dense(out: object, n: int, size: int = 112) -> np.ndarray:
+    """(n, T, size, size, 3) uint8 clips of a batch; whole frames (gpu_resize "kernel") are
+    cropped by the stand-in's hand-over kernel first (float32, mean 0, std 1: the values)."""
+    if isinstance(out, Frames):
+        import torch
+
+        from bench.feed_torch import to_torch
+
+        cfg = SimpleNamespace(mean=(0.0,) * 3, std=(1.0,) * 3, dtype="float32", size=size,
+                              handover="kernel", clip_output=lambda: "uint8")  # fmt: skip
+        x = to_torch(out, n, cfg).permute(0, 2, 3, 4, 1)
+        return x.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
     parts = out if isinstance(out, list) else [out]
     arrays = [np.asarray(p.as_cpu().as_array() if hasattr(p, "as_cpu") else p.as_array())
               for p in parts]
@@ -94,7 +107,8 @@ def resize(args: argparse.Namespace, mode: str) -> dict:
 
 def dlpack(args: argparse.Namespace) -> dict:
     cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
-                       batch_size=16, decode="gpu", cache_dir=args.cache, gpu_pipelines=1)
+                       batch_size=16, decode="gpu", cache_dir=args.cache, gpu_pipelines=1,
+                       gpu_resize="dali")  # DALI's cropped clips, handed over as they are
     with ClipLoader(cfg) as loader:
         out, _ = next(iter(loader.raw_epoch(0)))
         dense = out[0].as_tensor()

@@ -13,7 +13,7 @@ DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a 
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
 CLIPS_ON = ("host", "gpu")  # where the clips are handed over
 HANDOVERS = ("kernel", "ops")  # how a GPU consumer normalises uint8 clips (loader.handover)
-GPU_RESIZES = ("dali", "kernel")  # who crops and resizes NVDEC's frames (loader.handover)
+GPU_RESIZES = ("auto", "dali", "kernel")  # who crops and resizes NVDEC's frames (loader.handover)
 DTYPES = ("float32", "float16")
 WINDOWS = ("full", "hara")  # video mode: whole windows only, or also Hara's loop-padded last one
 PARTS = ("all", "kept", "held")  # of a subset with `holdout`: everything, the rest, the held out
@@ -54,8 +54,9 @@ class LoaderConfig:
     # GPU path: who crops, resizes and flips NVDEC's frames: "dali" (fn.resize in the pipelines,
     # 2 kernels a chunk beside the training step) or "kernel" (the hand-over kernel, from the
     # whole frames, in the same pass as the normalisation; needs uint8 output, handover "kernel"
-    # and no antialiasing; where the driver cannot run the kernel, DALI does it, and says so)
-    gpu_resize: str = "dali"
+    # and no antialiasing; where the driver cannot run the kernel, DALI does it, and says so);
+    # "auto": the kernel wherever those hold (resizer())
+    gpu_resize: str = "auto"
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -162,10 +163,7 @@ class LoaderConfig:
         if self.clips_on == "host" and self.decode != "cpu":
             raise ValueError(f"clips_on 'host' needs decode='cpu' ({self.decode!r} decodes on "
                              "the GPU)")  # fmt: skip
-        if self.gpu_resize == "kernel" and (
-            self.decode != "gpu" or self.clip_output() != "uint8" or self.handover != "kernel"
-            or self.antialias
-        ):  # fmt: skip
+        if self.gpu_resize == "kernel" and not self._kernel_can_crop():
             raise ValueError("gpu_resize 'kernel' crops NVDEC's frames in the hand-over kernel: "
                              "it needs decode 'gpu', uint8 output, handover 'kernel' and no "
                              "antialias")  # fmt: skip
@@ -192,6 +190,17 @@ class LoaderConfig:
         if self.clips_on is not None:
             return self.clips_on
         return "host" if self.decode == "cpu" else "gpu"
+
+    def _kernel_can_crop(self) -> bool:
+        return (self.decode == "gpu" and self.clip_output() == "uint8"
+                and self.handover == "kernel" and not self.antialias)  # fmt: skip
+
+    def resizer(self) -> str:
+        """Who is to crop and resize NVDEC's frames: "kernel" (loader.handover) or "dali"
+        (gpu_resize, or for "auto" the kernel wherever it can: see the field's comment)."""
+        if self.gpu_resize == "auto":
+            return "kernel" if self._kernel_can_crop() else "dali"
+        return self.gpu_resize
 
     def clip_output(self) -> str:
         """What DALI hands over: "uint8" (consumer normalises) or "float" (normalised in DALI)."""

@@ -16,11 +16,12 @@ Why files and many pipelines (FINDINGS.md, docs/BENCHMARKS.md): DALI's in-memory
    NVDEC pipelines takes seconds, so they serve a whole segment of epochs, and the next segment is
    built and set decoding in the background while the current one runs; the segment done with is
    shut down in the background too (below).
-3. Crop windows and flips come from the plan through an external source in each pipeline, and the
-   shared `loader.augment.augment` runs on the GPU frames; or (`gpu_resize="kernel"`) the
-   pipelines hand the whole frames over (`loader.backend.Frames`, with the plan's windows) and
+3. The pipelines hand the whole frames over (`loader.backend.Frames`, with the plan's windows) and
    the hand-over kernel crops, resizes and flips them as it normalises, which takes DALI's two
-   resampling kernels a chunk off the GPU beside the training step.
+   resampling kernels a chunk off the GPU beside the training step (LoaderConfig.gpu_resize;
+   docs/BENCHMARKS.md, twelfth round); or (`gpu_resize="dali"`, or where the kernel cannot
+   run) crop windows and flips come from the plan through an external source in each pipeline,
+   and the shared `loader.augment.augment` runs on the GPU frames.
 
 A request whose frames are not one contiguous window (loop padding of a video shorter than T) is
 not expressible as a file-list line: such videos are rejected up front, naming the key (extract
@@ -128,7 +129,7 @@ class GpuBackend:
         self.segment_clips = cfg.gpu_segment_clips or self._auto_segment_clips()
         # who crops and resizes: "kernel" (the hand-over, from whole frames: Frames) or "dali"
         self.resize = "dali"
-        if cfg.gpu_resize == "kernel":
+        if cfg.resizer() == "kernel":
             why_not = handover_unavailable()
             if why_not:
                 log.warning("NVDEC: DALI crops and resizes the frames: %s", why_not)

@@ -38,6 +38,8 @@ DTYPES = {"float16": np.float16, "float32": np.float32}  # what the kernel write
 THREADS = 256
 MAX_CLIPS = 65535  # a launch's clips: the grid's y dimension
 CROP_CLIPS = 32  # clips a crop_resize launch describes (its CropClips argument, handover.cu)
+CROP_BLOCK = (128, 2)  # crop_resize's threads: columns x rows of output pixels
+CROP_ROWS_EACH = 4  # output rows a crop_resize thread walks (its column's sampling reused)
 
 
 class _CropClip(ctypes.Structure):
@@ -279,11 +281,12 @@ def crop_resize_into(
     planned = crop_launches(sources, rois, size)
     kernels, cuda = _kernels(), libcuda()
     constants = _constants(tuple(mean), tuple(std), dtype)
-    grid_x = min(math.ceil(t * size * size / THREADS), 65535)
+    block_x, block_y = CROP_BLOCK
+    grid_x = min(math.ceil(t * size / (block_y * CROP_ROWS_EACH)), 65535)
     for first, count, packed in planned:
         args = [packed, ctypes.c_void_p(out), ctypes.c_int(t), ctypes.c_int(size),
                 ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
         params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
         launched = cuda.cuLaunchKernel(kernels[f"crop_resize_{dtype}"], grid_x, count, 1,
-                                       THREADS, 1, 1, 0, stream, params, None)  # fmt: skip
+                                       block_x, block_y, 1, 0, stream, params, None)  # fmt: skip
         _check(cuda, launched, "launching the crop-and-resize hand-over kernel")

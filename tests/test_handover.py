@@ -221,13 +221,18 @@ def test_torch_stand_in_hand_over_never_waits_for_the_gpu(handover: str) -> None
 
 
 def test_gpu_resize_setting_is_checked() -> None:
+    """auto (the default) is the kernel wherever it can crop: NVDEC's uint8 frames with the
+    kernel hand-over and no antialiasing; asked for elsewhere, "kernel" is refused."""
     base = {"manifests": "m", "decode": "gpu"}
-    assert LoaderConfig(**base).gpu_resize == "dali"
-    assert LoaderConfig(gpu_resize="kernel", **base).gpu_resize == "kernel"
-    with pytest.raises(ValueError, match="gpu_resize must be one of dali, kernel"):
+    assert LoaderConfig(**base).gpu_resize == "auto"
+    assert LoaderConfig(**base).resizer() == "kernel"
+    assert LoaderConfig(gpu_resize="dali", **base).resizer() == "dali"
+    assert LoaderConfig(gpu_resize="kernel", **base).resizer() == "kernel"
+    with pytest.raises(ValueError, match="gpu_resize must be one of auto, dali, kernel"):
         LoaderConfig(gpu_resize="nvdec", **base)
     for other in ({"decode": "cpu"}, {"decode": "hybrid"}, {"handover": "ops"},
                   {"antialias": True}, {"output": "float"}):  # fmt: skip
+        assert LoaderConfig(**{**base, **other}).resizer() == "dali"
         with pytest.raises(ValueError, match="gpu_resize 'kernel' crops NVDEC's frames"):
             LoaderConfig(**{**base, "gpu_resize": "kernel", **other})
 

@@ -132,39 +132,49 @@ struct CropClip {            // 32 bytes, packed by loader/handover.py (CLIP_FIE
 };
 
 #define CROP_CLIPS 32  // clips a launch (loader/handover.py CROP_CLIPS)
+// a block: CROP_X columns x CROP_ROWS rows of threads (loader/handover.py CROP_BLOCK)
 
 struct CropClips {
     CropClip c[CROP_CLIPS];
 };
 
+// Block (CROP_X, CROP_ROWS): a thread per output column (x, strided where size > CROP_X), a
+// row of threads per output row; each thread works its column's sampling out once and then
+// walks rows (t, y) in a grid stride, so per pixel it only interpolates. Grid: x over the
+// clip's T * size rows, y = the launch's clip.
 template <typename Out, Out (*convert)(float)>
 __device__ __forceinline__ void crop_resize(const CropClips& clips, Out* __restrict__ dst,
                                             int frames, int size, int first, float m0, float m1,
                                             float m2, float s0, float s1, float s2, int planar) {
     const CropClip c = clips.c[blockIdx.y];
-    const unsigned char* src = reinterpret_cast<const unsigned char*>(c.src);
-    const int area = size * size, plane = frames * area;
+    const unsigned char* __restrict__ src = reinterpret_cast<const unsigned char*>(c.src);
+    const int plane = frames * size * size, rows = frames * size;
     Out* out = dst + (first + (long long)blockIdx.y) * plane * 3LL;
     const long long step = planar ? plane : 1;
     const float m[3] = {m0, m1, m2}, s[3] = {s0, s1, s2};
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < plane; p += gridDim.x * blockDim.x) {
-        const int t = p / area, r = p - t * area, oy = r / size, ox = r - oy * size;
-        const float fy = c.y0 + (oy + 0.5f) * c.sy - 0.5f;
+    for (int ox = threadIdx.x; ox < size; ox += blockDim.x) {
         const float fx = c.x0 + (ox + 0.5f) * c.sx - 0.5f;
-        const float iy = floorf(fy), ix = floorf(fx);
-        const float wy = fy - iy, wx = fx - ix;
-        const int ya = min(max((int)iy, 0), c.h - 1), yb = min(max((int)iy + 1, 0), c.h - 1);
-        const int xa = min(max((int)ix, 0), c.w - 1), xb = min(max((int)ix + 1, 0), c.w - 1);
-        const unsigned char* f = src + (long long)t * c.h * c.w * 3;
-        const unsigned char* ra = f + (long long)ya * c.w * 3;
-        const unsigned char* rb = f + (long long)yb * c.w * 3;
-        Out* o = planar ? out + p : out + 3LL * p;
+        const float ix = floorf(fx), wx = fx - ix;
+        const int xa = 3 * min(max((int)ix, 0), c.w - 1);
+        const int xb = 3 * min(max((int)ix + 1, 0), c.w - 1);
+        for (int row = blockIdx.x * blockDim.y + threadIdx.y; row < rows;
+             row += gridDim.x * blockDim.y) {
+            const int t = row / size, oy = row - t * size;
+            const float fy = c.y0 + (oy + 0.5f) * c.sy - 0.5f;
+            const float iy = floorf(fy), wy = fy - iy;
+            const int ya = min(max((int)iy, 0), c.h - 1), yb = min(max((int)iy + 1, 0), c.h - 1);
+            const unsigned char* f = src + (long long)t * c.h * c.w * 3;
+            const unsigned char* ra = f + (long long)ya * c.w * 3;
+            const unsigned char* rb = f + (long long)yb * c.w * 3;
+            const long long p = (long long)row * size + ox;
+            Out* o = planar ? out + p : out + 3LL * p;
 #pragma unroll
-        for (int ch = 0; ch < 3; ++ch) {
-            const float top = ra[3 * xa + ch] + wx * (float)(ra[3 * xb + ch] - ra[3 * xa + ch]);
-            const float bot = rb[3 * xa + ch] + wx * (float)(rb[3 * xb + ch] - rb[3 * xa + ch]);
-            const float v = rintf(top + wy * (bot - top));
-            o[ch * step] = convert((v - m[ch]) * s[ch]);
+            for (int ch = 0; ch < 3; ++ch) {
+                const float top = ra[xa + ch] + wx * (float)(ra[xb + ch] - ra[xa + ch]);
+                const float bot = rb[xa + ch] + wx * (float)(rb[xb + ch] - rb[xa + ch]);
+                const float v = rintf(top + wy * (bot - top));
+                o[ch * step] = convert((v - m[ch]) * s[ch]);
+            }
         }
     }
 }
