@@ -14,8 +14,12 @@ Hara et al.'s spatial transforms and how they map here:
   "float", the CPU path's default), or nothing: uint8 FHWC leaves DALI and the consumer normalises
   it on its own device and stream (output "uint8", the GPU path's default: fewer kernels and a
   quarter of the bytes on DALI's side, and no DALI work queued behind training).
-  Crop-inside-resize never resamples pixels outside the window, so it is cheaper than
-  resize-then-crop and exact.
+  Crop-inside-resize resamples the window only (its edge taps reach the pixels just outside
+  it, clamped at the frame's border), so it is cheaper than resize-then-crop.
+  On the NVDEC path the whole frames leave DALI instead and the consumer's hand-over kernel
+  samples the same window the same way as it normalises (loader.handover.crop_resize_into,
+  LoaderConfig.gpu_resize; `flip_folded` gives it the windows): DALI's two resampling kernels a
+  chunk no longer run beside the training step.
 - eval: Scale(112) (short side to 112) + CenterCrop(112). Scaling then centre-cropping equals
   resizing the centred short-side square, so the loader uses the same one-step ROI resize with
   sampling.centre_roi (and flip 0); `center_crop_eval` is the literal two-step form, kept as the

@@ -19,8 +19,10 @@ implement:
     closed), the next ``run`` call must start clean. Errors about a sample raise
     ``loader.source.LoaderError`` naming the shard and the key.
 
-    With ``cfg.gpu_resize == "kernel"`` the GPU backend yields a ``Frames`` instead: the uncropped
-    frames and each clip's window, which the hand-over kernel crops and resizes.
+    Where the hand-over kernel crops (``cfg.resizer() == "kernel"``, the NVDEC path's default,
+    and the kernel can run here) the GPU backend yields a ``Frames`` instead: the uncropped
+    frames and each clip's window, which the consumer's hand-over crops, resizes and normalises
+    (loader.bridge, loader.handover).
 
     `clips` may also be a list of such outputs (per-pipeline chunks of one batch, or the hybrid
     backend's GPU chunks then CPU part, concatenated in order by ``loader.bridge.to_paddle``); only
@@ -53,7 +55,7 @@ from .source import Dataset
 @dataclass(frozen=True)
 class Frames:
     """A batch's NVDEC frames, whole, with the crop windows the hand-over kernel resizes them
-    from (LoaderConfig.gpu_resize "kernel"): what GpuBackend yields in place of a list of
+    from (LoaderConfig.resizer() "kernel"): what GpuBackend yields in place of a list of
     cropped chunks. loader.bridge (and the stand-in's to_torch) crop, resize, flip and normalise
     them in one kernel per 32 clips (loader.handover.crop_resize_into)."""
 

@@ -9,7 +9,13 @@ normalised value once, into the tensor the step reads, in the framework's layout
 output and name their current stream; this module launches through the driver (loader.cudadrv),
 so neither a compiler nor a framework extension is needed.
 
-The kernel ships as PTX, which the driver compiles for the GPU at first use (ISA 7.0, sm_70: any
+On the NVDEC path DALI can hand the whole decoded frames over instead (LoaderConfig.gpu_resize,
+"auto" by default): then one kernel per 32 clips (`crop_resize_into`) crops each clip's window out
+of its frames, resizes it bilinearly (as DALI's fn.resize would), flips and normalises it in the
+same pass, so DALI's two resampling kernels a chunk no longer run beside the training step
+(docs/BENCHMARKS.md, twelfth round).
+
+The kernels ship as PTX, which the driver compiles for the GPU at first use (ISA 7.0, sm_70: any
 driver from CUDA 12.0 on, V100 to H200 and later). Rebuild it after editing the .cu with
 `python -m loader.kernels` (needs nvcc; the test suite checks that the PTX is the .cu's).
 """
@@ -275,9 +281,9 @@ def crop_resize_into(
     if dtype not in DTYPES:
         raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
     frames = {t for _, t, _, _ in sources}
-    if len(frames) > 1:
-        raise ValueError(f"clips of {sorted(frames)} frames in one batch")
-    t = frames.pop() if frames else 0
+    if len(frames) != 1:
+        raise ValueError(f"clips of {sorted(frames)} frames in one batch: one length expected")
+    t = frames.pop()
     planned = crop_launches(sources, rois, size)
     kernels, cuda = _kernels(), libcuda()
     constants = _constants(tuple(mean), tuple(std), dtype)

@@ -409,3 +409,19 @@ def test_without_a_driver_dali_crops_nvdecs_frames(prepared, tmp_path, caplog) -
         finally:
             backend.close()
     assert "NVDEC: DALI crops and resizes the frames: no CUDA driver" in caplog.text
+
+
+def test_paddle_bridge_crops_frames_only_on_the_trainings_gpu() -> None:
+    """Whole frames reach Paddle's bridge only from NVDEC; frames elsewhere (here in host
+    memory) are refused with the reason, not cropped on the wrong device."""
+    from nvidia.dali.tensors import TensorListCPU
+
+    from loader.bridge import to_paddle
+    from loader.source import LoaderError
+
+    frames = TensorListCPU(np.zeros((2, 4, 6, 8, 3), np.uint8))
+    cfg = LoaderConfig(manifests="m", decode="gpu", batch_size=2, size=4)
+    assert cfg.resizer() == "kernel"
+    windows = flip_folded(_requests([[0, 0, 6, 6], [0, 2, 6, 8]], [0, 1]))
+    with pytest.raises(LoaderError, match="gpu_resize 'kernel': the frames are on"):
+        to_paddle(Frames([frames], windows), 2, cfg)

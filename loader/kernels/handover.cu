@@ -119,12 +119,14 @@ extern "C" __global__ void handover4_float32(const unsigned int* __restrict__ sr
 // ---- crop + resize + flip + normalise in one pass (LoaderConfig.gpu_resize "kernel") ---------
 // NVDEC's frames arrive whole, (T, H, W, 3) uint8 per clip, and each clip's output pixel
 // (t, y, x) is sampled from its plan's crop window: bilinear, pixel centres, the source position
-// clamped to the frame, exactly as DALI's fn.resize with roi_start/roi_end and linear
-// interpolation without antialiasing does in its two separable passes; the result is rounded to
-// the nearest integer (DALI's second pass writes uint8) and then normalised as above. A flip is
-// a negative step (the window's x ends swapped, loader.augment.flip_folded).
+// clamped to the frame, as DALI's fn.resize with roi_start/roi_end and linear interpolation
+// without antialiasing does in its two separable passes; the result is rounded to the nearest
+// integer (DALI's second pass writes uint8) and then normalised as above. Against DALI's uint8
+// clips: equal but for a value in ~500 rounded the other way (a tie, or float order), never by
+// more than 1 (tests/test_handover.py; bench/gpu_check.py --only resize on real footage). A flip
+// is a negative step (the window's x ends swapped, loader.augment.flip_folded).
 
-struct CropClip {            // 32 bytes, packed by loader/handover.py (CLIP_FIELDS)
+struct CropClip {            // 32 bytes, packed by loader/handover.py (_CropClip)
     unsigned long long src;  // the clip's first byte: T frames of h x w x 3
     int h, w;
     float y0, x0;            // the window's start (x: its right end for a flip)
