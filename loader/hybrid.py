@@ -37,9 +37,12 @@ before this one it climbed from 1/8 to 1/4 at 128 and fell to 0 at 240; under th
 1/8 at 128 (0.774, like the fixed 1/8 beside it: both windows held a plan boundary, which cost
 more than any share). With whole-run plans and 32 hardware work queues (loader.workqueues; eighth
 round) the fixed 1/8 on 6 threads fed 0.947-0.948 and 1/4 on 10 threads 0.955, against 0.946 for
-NVDEC alone. It is an option (`decode="hybrid"`), not the default. On the H200 it ended 3 runs
-of some 70 with CUDA_ERROR_ILLEGAL_ADDRESS inside DALI, just after its pipelines were built
-(docs/BENCHMARKS.md, "Ninth round"); no NVDEC-only run has; the cause is not known.
+NVDEC alone. It is an option (`decode="hybrid"`), not the default. On the H200 it ended 6 runs
+of 74 with CUDA_ERROR_ILLEGAL_ADDRESS inside DALI, some 13-29 s after its pipelines were built
+(docs/BENCHMARKS.md, "Ninth round" and "Twelfth round": two of that round's three); no NVDEC-only
+run has, in 142; the cause is not known. Its NVDEC part crops with DALI's fn.resize
+(LoaderConfig.resizer(): the hand-over kernel crops only for decode="gpu"), so the hybrid does
+not have the twelfth round's gain either.
 """
 
 from __future__ import annotations
