@@ -200,15 +200,12 @@ def normalize_into(
     if dtype not in DTYPES:
         raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
     planned = launches(parts, n, out, plane)
-    kernels, cuda = _kernels(), libcuda()
+    kernels = _kernels()
     constants = _constants(tuple(mean), tuple(std), dtype)
     for form, source, count, first, grid_x in planned:
         args = [ctypes.c_void_p(source), ctypes.c_void_p(out), ctypes.c_int(plane),
                 ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
-        params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-        launched = cuda.cuLaunchKernel(kernels[f"{form}_{dtype}"], grid_x, count, 1, THREADS, 1,
-                                       1, 0, stream, params, None)  # fmt: skip
-        _check(cuda, launched, "launching the hand-over kernel")
+        _launch(kernels[f"{form}_{dtype}"], (grid_x, count), (THREADS, 1), args, stream)
 
 
 def frame_parts(chunk: Any) -> list[Any]:
@@ -285,14 +282,20 @@ def crop_resize_into(
         raise ValueError(f"clips of {sorted(frames)} frames in one batch: one length expected")
     t = frames.pop()
     planned = crop_launches(sources, rois, size)
-    kernels, cuda = _kernels(), libcuda()
+    kernel = _kernels()[f"crop_resize_{dtype}"]
     constants = _constants(tuple(mean), tuple(std), dtype)
-    block_x, block_y = CROP_BLOCK
-    grid_x = min(math.ceil(t * size / (block_y * CROP_ROWS_EACH)), 65535)
+    grid_x = min(math.ceil(t * size / (CROP_BLOCK[1] * CROP_ROWS_EACH)), 65535)
     for first, count, packed in planned:
         args = [packed, ctypes.c_void_p(out), ctypes.c_int(t), ctypes.c_int(size),
                 ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
-        params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-        launched = cuda.cuLaunchKernel(kernels[f"crop_resize_{dtype}"], grid_x, count, 1,
-                                       block_x, block_y, 1, 0, stream, params, None)  # fmt: skip
-        _check(cuda, launched, "launching the crop-and-resize hand-over kernel")
+        _launch(kernel, (grid_x, count), CROP_BLOCK, args, stream)
+
+
+def _launch(
+    kernel: ctypes.c_void_p, grid: tuple[int, int], block: tuple[int, int], args: list, stream: int
+) -> None:
+    """Queue `kernel` on `stream` with its arguments (ctypes values, in the kernel's order)."""
+    cuda = libcuda()
+    params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+    launched = cuda.cuLaunchKernel(kernel, *grid, 1, *block, 1, 0, stream, params, None)
+    _check(cuda, launched, "launching a hand-over kernel")

@@ -425,3 +425,37 @@ def test_paddle_bridge_crops_frames_only_on_the_trainings_gpu() -> None:
     windows = flip_folded(_requests([[0, 0, 6, 6], [0, 2, 6, 8]], [0, 1]))
     with pytest.raises(LoaderError, match="gpu_resize 'kernel': the frames are on"):
         to_paddle(Frames([frames], windows), 2, cfg)
+
+
+def test_launches_reach_the_driver_as_planned(monkeypatch) -> None:  # noqa: ANN001
+    """What the driver is asked for (its launch call recorded, on any machine): each kernel's
+    grid, block, stream and arguments, for both hand-overs."""
+    import loader.handover as handover
+
+    calls = []
+
+    class Driver:
+        def cuLaunchKernel(self, kernel, *rest):  # noqa: ANN001, ANN002, ANN202, N802
+            *dims, shared, stream, params, extra = rest
+            first_arg = ctypes.cast(params[0], ctypes.POINTER(ctypes.c_uint64))[0]
+            calls.append((kernel, tuple(dims), shared, stream, first_arg, extra))
+            return 0
+
+    names = [f"{f}_{d}" for d in ("float16", "float32")
+             for f in ("handover", "handover4", "crop_resize")]  # fmt: skip
+    monkeypatch.setattr(handover, "libcuda", Driver)
+    monkeypatch.setattr(handover, "_kernels", lambda: {k: k for k in names})
+    handover.normalize_into([(4096, 16), (8192, 16)], 20, 1 << 20, 16 * 112 * 112, MEAN,
+                            (1.0,) * 3, "float16", True, 77)  # fmt: skip
+    assert calls == [("handover4_float16", (196, 16, 1, 256, 1, 1), 0, 77, 4096, None),
+                     ("handover4_float16", (196, 4, 1, 256, 1, 1), 0, 77, 8192, None)]  # fmt: skip
+    calls.clear()
+    sources = [(4096 * (i + 1), 16, 128, 170) for i in range(40)]
+    rois = np.tile(np.float32([0, 0, 128, 128]), (40, 1))
+    crop_resize_into(sources, rois, 112, 1 << 20, MEAN, (1.0,) * 3, "float32", False, 5)
+    rows = 16 * 112 // (2 * 4)  # T x size output rows, 2 a block, 4 a thread
+    assert [(c[0], c[1], c[3]) for c in calls] == [
+        ("crop_resize_float32", (rows, 32, 1, 128, 2, 1), 5),
+        ("crop_resize_float32", (rows, 8, 1, 128, 2, 1), 5),
+    ]
+    assert calls[0][4] == 4096 and calls[1][4] == 4096 * 33  # the first clip's frames, by value
