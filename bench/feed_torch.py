@@ -110,15 +110,24 @@ def _by_kernel(parts: list, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
     import torch
 
     t, h, w = parts[0].shape[1:4]
-    if (out is None or out.shape != (n, 3, t, h, w) or out.dtype != dtype
-            or not out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
-        out = torch.empty((n, t, h, w, 3), dtype=dtype, device=parts[0].device)
-        out = out.permute(0, 4, 1, 2, 3)  # (N, C, T, H, W) view of channels-last memory
+    out = _channels_last(out, (n, 3, t, h, w), dtype, parts[0].device)
     dense = [p.contiguous() for p in parts]  # (DALI's are): held until the kernels are queued
     stream = torch.cuda.current_stream().cuda_stream
     normalize_into([(p.data_ptr(), p.shape[0]) for p in dense], n, out.data_ptr(), t * h * w,
                    cfg.mean, cfg.std, cfg.dtype, False, stream)  # fmt: skip
     return out
+
+
+def _channels_last(out: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+    """`out` where it is an (N, C, T, H, W) `shape` tensor of `dtype` in channels-last memory
+    (a graphed step's input), else a new one."""
+    import torch
+
+    if (out is not None and tuple(out.shape) == shape and out.dtype == dtype
+            and out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
+        return out
+    n, c, t, h, w = shape
+    return torch.empty((n, t, h, w, c), dtype=dtype, device=device).permute(0, 4, 1, 2, 3)
 
 
 def _cropped(frames: Frames, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
@@ -129,11 +138,7 @@ def _cropped(frames: Frames, n: int, cfg: Any, dtype: Any, out: Any) -> Any:
 
     parts = [torch.from_dlpack(p) for c in frames.chunks for p in frame_parts(c)]
     sources = clip_sources([(p.data_ptr(), tuple(p.shape)) for p in parts], n)
-    shape = (n, 3, sources[0][1], cfg.size, cfg.size)
-    if (out is None or tuple(out.shape) != shape or out.dtype != dtype
-            or not out.is_contiguous(memory_format=torch.channels_last_3d)):  # fmt: skip
-        out = torch.empty((n, *shape[2:], 3), dtype=dtype, device=parts[0].device)
-        out = out.permute(0, 4, 1, 2, 3)
+    out = _channels_last(out, (n, 3, sources[0][1], cfg.size, cfg.size), dtype, parts[0].device)
     stream = torch.cuda.current_stream().cuda_stream
     crop_resize_into(sources, frames.rois[:n], cfg.size, out.data_ptr(), cfg.mean, cfg.std,
                      cfg.dtype, False, stream)  # fmt: skip

@@ -55,8 +55,7 @@ def to_paddle(output: Any, n: int | None = None, cfg: LoaderConfig | None = None
     first = parts[0].place
     if first.is_gpu_place():
         parts = [p if p.place.is_gpu_place() else p.cuda() for p in parts]
-    if (cfg is not None and cfg.clip_output() == "uint8" and first.is_gpu_place()
-            and paddle.get_device() == f"gpu:{first.gpu_device_id()}"  # where paddle.empty is
+    if (cfg is not None and cfg.clip_output() == "uint8" and _allocates_on(first)
             and use_kernel(cfg.handover)):  # fmt: skip
         return _by_kernel(parts, n, cfg)
     tensor = parts[0] if len(parts) == 1 else paddle.concat(parts, axis=0)
@@ -90,9 +89,9 @@ def _cropped(frames: Frames, n: int | None, cfg: LoaderConfig | None) -> paddle.
 
     if cfg is None:
         raise ValueError("whole frames need the loader's config to be cropped")
-    parts = [paddle.utils.dlpack.from_dlpack(p) for c in frames.chunks for p in frame_parts(c)]
+    parts = [_import(p) for c in frames.chunks for p in frame_parts(c)]
     place = parts[0].place
-    if not place.is_gpu_place() or paddle.get_device() != f"gpu:{place.gpu_device_id()}":
+    if not _allocates_on(place):
         raise LoaderError(f"gpu_resize 'kernel': the frames are on {place}, Paddle allocates on "
                           f"{paddle.get_device()}; train on the loader's GPU")  # fmt: skip
     n = len(frames.rois) if n is None else n
@@ -102,6 +101,14 @@ def _cropped(frames: Frames, n: int | None, cfg: LoaderConfig | None) -> paddle.
     crop_resize_into(sources, frames.rois[:n], cfg.size, out.data_ptr(), cfg.mean, cfg.std,
                      cfg.dtype, True, stream)  # fmt: skip
     return out
+
+
+def _allocates_on(place: Any) -> bool:
+    """Whether `place` is the GPU where Paddle allocates (paddle.empty), so that the hand-over
+    kernel can write there."""
+    import paddle
+
+    return place.is_gpu_place() and paddle.get_device() == f"gpu:{place.gpu_device_id()}"
 
 
 def _raw_stream(stream: Any) -> int:

@@ -146,7 +146,10 @@ def rounded(values: Sequence[float], dtype: str) -> list[float]:
 
 @functools.cache  # the same for every batch of a run
 def _constants(mean: tuple[float, ...], std: tuple[float, ...], dtype: str) -> tuple:
-    """The kernel's mean and 1/std arguments, rounded as `dtype` holds them."""
+    """The kernels' mean and 1/std arguments, rounded as `dtype` (which they must write) holds
+    them."""
+    if dtype not in DTYPES:
+        raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
     return tuple(ctypes.c_float(v) for v in (*rounded(mean, dtype),
                                              *rounded([1 / v for v in std], dtype)))  # fmt: skip
 
@@ -197,11 +200,9 @@ def normalize_into(
     T * H * W; stream: the raw CUDA stream the consumer reads `out` on, which must already wait
     for the parts (DLPack's hand-over does that).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
+    constants = _constants(tuple(mean), tuple(std), dtype)
     planned = launches(parts, n, out, plane)
     kernels = _kernels()
-    constants = _constants(tuple(mean), tuple(std), dtype)
     for form, source, count, first, grid_x in planned:
         args = [ctypes.c_void_p(source), ctypes.c_void_p(out), ctypes.c_int(plane),
                 ctypes.c_int(first), *constants, ctypes.c_int(int(planar))]  # fmt: skip
@@ -275,15 +276,13 @@ def crop_resize_into(
     output is) and normalised, into the (n, 3, T, size, size) `dtype` tensor at `out`
     (planar or channels-last, as normalize_into); nothing here waits for the GPU. The stream
     must already wait for the frames (DLPack's hand-over does that)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"the hand-over kernel writes {tuple(DTYPES)}, not {dtype}")
+    constants = _constants(tuple(mean), tuple(std), dtype)
     frames = {t for _, t, _, _ in sources}
     if len(frames) != 1:
         raise ValueError(f"clips of {sorted(frames)} frames in one batch: one length expected")
     t = frames.pop()
     planned = crop_launches(sources, rois, size)
     kernel = _kernels()[f"crop_resize_{dtype}"]
-    constants = _constants(tuple(mean), tuple(std), dtype)
     grid_x = min(math.ceil(t * size / (CROP_BLOCK[1] * CROP_ROWS_EACH)), 65535)
     for first, count, packed in planned:
         args = [packed, ctypes.c_void_p(out), ctypes.c_int(t), ctypes.c_int(size),

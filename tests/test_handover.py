@@ -459,3 +459,12 @@ def test_launches_reach_the_driver_as_planned(monkeypatch) -> None:  # noqa: ANN
         ("crop_resize_float32", (rows, 8, 1, 128, 2, 1), 5),
     ]
     assert calls[0][4] == 4096 and calls[1][4] == 4096 * 33  # the first clip's frames, by value
+
+
+def test_both_hand_overs_refuse_a_dtype_the_kernels_do_not_write() -> None:
+    """Before anything reaches the driver (so on any machine)."""
+    with pytest.raises(ValueError, match="writes .*not bfloat16"):
+        normalize_into([(4096, 2)], 2, 8192, 64, MEAN, (1.0,) * 3, "bfloat16", True, 0)
+    with pytest.raises(ValueError, match="writes .*not bfloat16"):
+        crop_resize_into([(4096, 4, 8, 8)], np.zeros((1, 4), np.float32), 4, 8192, MEAN,
+                         (1.0,) * 3, "bfloat16", True, 0)  # fmt: skip
