@@ -144,18 +144,25 @@ class SmPartition:
         _check(cuda, cuda.cuDeviceGetDevResource(dev, whole, _SM), "cuDeviceGetDevResource")
         self.device_sms = _sm_count(whole)
         flags = _SPLIT_IGNORE_SM_COSCHEDULING if fine else 0
-        group, sms = self._split(whole, self.device_sms - loader_sms, flags)
-        desc, ctx = ctypes.c_void_p(), ctypes.c_void_p()
-        _check(cuda, cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), group, 1),
-               "cuDevResourceGenerateDesc")  # fmt: skip
-        _check(cuda, cuda.cuGreenCtxCreate(ctypes.byref(ctx), desc, dev, _GREEN_CTX_DEFAULT_STREAM),
-               "cuGreenCtxCreate")  # fmt: skip
-        self._green, self.sms, self._streams = ctx, sms, []
+        group, sms, self._rest = self._split(whole, self.device_sms - loader_sms, flags)
+        self._dev, self._rest_green = dev, None
+        self._green, self.sms, self._streams = self._create(group), sms, []
         log.info("training on %d of %d SMs (green context); %d left to the loader",
                  sms, self.device_sms, self.device_sms - sms)  # fmt: skip
 
-    def _split(self, whole: ctypes.Array, most: int, flags: int) -> tuple[ctypes.Array, int]:
-        """The largest SM group of at most `most` SMs the driver's granularity allows."""
+    def _create(self, group: ctypes.Array) -> ctypes.c_void_p:
+        """A green context on the SM resource `group`."""
+        cuda, desc, ctx = self._cuda, ctypes.c_void_p(), ctypes.c_void_p()
+        _check(cuda, cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), group, 1),
+               "cuDevResourceGenerateDesc")  # fmt: skip
+        made = cuda.cuGreenCtxCreate(ctypes.byref(ctx), desc, self._dev, _GREEN_CTX_DEFAULT_STREAM)
+        _check(cuda, made, "cuGreenCtxCreate")
+        return ctx
+
+    def _split(self, whole: ctypes.Array, most: int,
+               flags: int) -> tuple[ctypes.Array, int, ctypes.Array]:  # fmt: skip
+        """The largest SM group of at most `most` SMs the driver's granularity allows, its size,
+        and the SMs it leaves."""
         cuda = self._cuda
         for want in range(most, 0, -1):
             group = ctypes.create_string_buffer(_RES_BYTES)
@@ -168,7 +175,7 @@ class SmPartition:
                 continue  # not a size this architecture can make
             got = _sm_count(group)
             if n.value == 1 and 0 < got <= most:
-                return group, got
+                return group, got, rest
         raise GreenContextError(
             f"cannot leave {self.device_sms - most} of {self.device_sms} SMs free: "
             "no smaller SM partition is possible on this GPU"
@@ -186,6 +193,23 @@ class SmPartition:
         handle = ctypes.c_void_p()
         made = self._cuda.cuGreenCtxStreamCreate(
             ctypes.byref(handle), self._green, _STREAM_NON_BLOCKING, priority
+        )
+        _check(self._cuda, made, "cuGreenCtxStreamCreate")
+        self._streams.append(handle)
+        return int(handle.value or 0)
+
+    def rest_stream(self) -> int:
+        """A new non-blocking stream on the SMs the partition leaves free (a green context of
+        their own, made on first use): work queued there cannot take the training's SMs.
+
+        DALI's reader cannot be moved there (it works in the primary context, free to use every
+        SM); bench/spill_probe.py uses it to measure what confining such work would be worth.
+        """
+        if self._rest_green is None:
+            self._rest_green = self._create(self._rest)
+        handle = ctypes.c_void_p()
+        made = self._cuda.cuGreenCtxStreamCreate(
+            ctypes.byref(handle), self._rest_green, _STREAM_NON_BLOCKING, 0
         )
         _check(self._cuda, made, "cuGreenCtxStreamCreate")
         self._streams.append(handle)
@@ -210,9 +234,10 @@ class SmPartition:
             self._cuda.cuStreamSynchronize(handle)
             self._cuda.cuStreamDestroy_v2(handle)
         self._streams = []
-        if self._green:
-            self._cuda.cuGreenCtxDestroy(self._green)
-            self._green = None
+        for green in (self._green, self._rest_green):
+            if green:
+                self._cuda.cuGreenCtxDestroy(green)
+        self._green = self._rest_green = None
 
     def __enter__(self) -> SmPartition:
         return self

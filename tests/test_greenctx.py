@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -91,7 +92,8 @@ def test_partition_without_a_driver_is_a_clear_error() -> None:
 @pytest.mark.gpu
 @needs_gpu
 def test_partition_on_a_gpu() -> None:
-    """A real green context: fewer SMs than the device, a stream, an impossible size refused."""
+    """A real green context: fewer SMs than the device, a stream, a stream on the SMs it leaves,
+    an impossible size refused."""
     if unavailable():
         pytest.skip(f"no green contexts here: {unavailable()}")
     with pytest.raises(ValueError, match=">= 1"):
@@ -99,10 +101,34 @@ def test_partition_on_a_gpu() -> None:
     with SmPartition(0, 2, fine=True) as fine, SmPartition(0, 2) as aligned:
         assert 0 < aligned.sms <= fine.sms <= fine.device_sms - 2
         assert fine.stream() != 0 and fine.stream(priority=-1) != 0
+        assert fine.rest_stream() != 0 and aligned.rest_stream() != 0
         with fine.current():
             pass
     with pytest.raises(GreenContextError, match="cannot leave"):
         SmPartition(0, 10_000)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_spill_probe_runs_on_the_gpu() -> None:
+    """bench.spill_probe: one line per phase; the confined load on the SMs the partition leaves,
+    the step on the partition or (whole-) on every SM, every load kernel accounted for."""
+    pytest.importorskip("torch")
+    if unavailable():
+        pytest.skip(f"no green contexts here: {unavailable()}")
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bench.spill_probe", "--steps", "3", "--warmup", "2",
+           "--rate", "2000", "--loads", "none,every,rest,whole-every"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["load"] for r in lines] == ["none", "every", "rest", "every"]
+    sms = lines[0]["device_sms"]
+    assert [r["step_sms"] for r in lines] == [sms - 2] * 3 + [0]
+    assert lines[2]["load_sms"] == 2 and "load_kernels_per_s" not in lines[0]
+    for r in lines:
+        assert 0 < r["step_ms_median"] <= r["step_ms_max"] and r["clips_per_s"] > 0
+    for r in lines[1:]:
+        assert 0 < r["load_kernels_per_s"] <= 2000 * 1.05
 
 
 def test_partition_hint_names_the_way_out() -> None:

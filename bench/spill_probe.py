@@ -1,0 +1,182 @@
+"""Does the loader's GPU work slow the training step by taking the step's SMs? (a GPU probe)
+
+    python -m bench.spill_probe [--steps 60] [--rate 67600] [--loads none,every,rest] [--graph]
+
+Beside the loader, the step on its 130-SM partition takes ~1 ms longer than alone there
+(docs/BENCHMARKS.md, twelfth round), although the partition keeps 2 SMs for the loader. DALI's
+reader runs two small kernels a decoded frame (its colour conversion, 393 blocks, and the
+driver's NV12 copy: 4,096 a step of 128 clips) in the primary context, where a kernel may take
+any SM: blocks that do not fit on the loader's 2 SMs can land on the step's whenever a step
+kernel leaves room, and the step's next kernel then waits for them. This probe asks whether that
+is the cost, with a stand-in load instead of DALI (which cannot be moved off the primary context):
+
+- the stand-in's training step (bench.feed_torch, eager or `--graph`) runs on the partition
+  (loader.greenctx, SM by SM, as ucf3d train) on one resident batch, no loader;
+- a background thread launches small kernels at `--rate` a second (the hand-over kernel on one
+  frame of `--pixels` RGB pixels: 85 blocks of 256 threads at 128 x 170), the rate of DALI's pair
+  beside a step of ~60.5 ms;
+- the load's stream, per phase (`--loads`): `none`; `every`: a stream of the primary context, as
+  DALI's (any SM); `rest`: a stream of a green context holding only the SMs the partition leaves
+  (SmPartition.rest_stream: it cannot take the step's). `whole-<load>`: the same with the step on
+  every SM (no partition).
+
+One JSON line per phase: the step's device ms (CUDA events on its stream: mean, median), clips/s
+of the whole phase, and the load's kernels a second achieved (at most 8 ms of them are queued at
+once, so a load the SMs cannot keep up with runs slower than asked, and says so). If `every` slows
+the step and `rest` does not, the loader's kernels cost the step SMs, not memory traffic or work
+queues. PyTorch only (the GPU machine has no Paddle); a diagnostic, not a benchmark of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from typing import Any
+
+TICK_S = 0.001  # the load thread launches what is due every millisecond
+QUEUED_TICKS = 8  # at most this many ticks' kernels queued on the load's stream
+
+
+def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Event,
+          done: dict) -> None:  # fmt: skip
+    """Launch the hand-over kernel on one frame at `rate` a second on `stream` until `stop`."""
+    from loader.cudadrv import libcuda
+    from loader.handover import THREADS, _check, _kernels
+
+    src = torch.randint(0, 256, (pixels * 3,), dtype=torch.uint8, device="cuda")
+    out = torch.empty(pixels * 3, dtype=torch.float16, device="cuda")
+    torch.cuda.synchronize()
+    args = [ctypes.c_void_p(src.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_int(pixels), ctypes.c_int(0), *[ctypes.c_float(0.0)] * 3,
+            *[ctypes.c_float(1.0)] * 3, ctypes.c_int(0)]  # fmt: skip
+    kernel, grid = _kernels()["handover_float16"], (math.ceil(pixels / THREADS), 1)
+    cuda, handle = libcuda(), stream.cuda_stream
+    params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+    queued: deque = deque()
+    launched, t0 = 0, time.perf_counter()
+    while not stop.is_set():
+        due = min(int(rate * (time.perf_counter() - t0)) - launched, int(rate * TICK_S * 4))
+        for _ in range(max(due, 0)):  # the launch itself, its arguments marshalled once
+            result = cuda.cuLaunchKernel(kernel, grid[0], 1, 1, THREADS, 1, 1, 0, handle, params,
+                                         None)  # fmt: skip
+            if result:
+                _check(cuda, result, "launching the load kernel")
+        launched += max(due, 0)
+        event = torch.cuda.Event()
+        event.record(stream)
+        queued.append(event)
+        if len(queued) > QUEUED_TICKS:
+            queued.popleft().synchronize()  # the SMs are behind: wait (the rate falls)
+        time.sleep(TICK_S)
+    stream.synchronize()
+    done.update(kernels=launched, seconds=time.perf_counter() - t0, grid=grid)
+
+
+def _phase(torch: Any, consumer: Any, part: Any, streams: dict, load: str,
+           args: argparse.Namespace) -> dict:  # fmt: skip
+    """The step for args.steps steps on its stream (`streams`: "whole" or "part"), beside
+    `load`; one result line."""
+    whole = load.startswith("whole-")
+    kind = load.removeprefix("whole-")
+    line: dict[str, Any] = {"bench": "spill", "load": kind, "step_sms": 0 if whole else part.sms,
+                            "device_sms": part.device_sms, "graph": args.graph,
+                            "rate_asked": args.rate, "pixels": args.pixels}  # fmt: skip
+    if kind == "every":
+        load_stream = torch.cuda.Stream()
+    elif kind == "rest":
+        load_stream = torch.cuda.ExternalStream(part.rest_stream())
+        line["load_sms"] = part.device_sms - part.sms
+    elif kind != "none":
+        raise ValueError(f"unknown load {load!r}: none, every, rest, whole-<load>")
+    stop, done = threading.Event(), {}
+    with torch.cuda.stream(streams["whole" if whole else "part"]):
+        for _ in range(args.warmup):  # cuDNN's choices (and the graph) on this stream
+            consumer.step(*consumer.fixed)
+        torch.cuda.current_stream().synchronize()
+        thread = None
+        if kind != "none":
+            thread = threading.Thread(target=_load, daemon=True, args=(
+                torch, load_stream, args.rate, args.pixels, stop, done))  # fmt: skip
+            thread.start()
+            time.sleep(0.5)  # the load running at its rate before the first timed step
+        marks, pending, t0 = [], [], time.perf_counter()
+        for _ in range(args.steps):
+            start = consumer.mark()
+            consumer.step(*consumer.fixed)
+            marks.append((start, consumer.mark()))
+            pending.append(consumer.fence())
+            if len(pending) > 2:  # two steps queued at most, as bench feed's in_flight
+                pending.pop(0)()
+        for wait in pending:
+            wait()
+        wall = time.perf_counter() - t0
+        stop.set()
+        if thread is not None:
+            thread.join()
+    steps = [a.elapsed_time(b) for a, b in marks]
+    batch = consumer.fixed[0].shape[0]
+    line.update(
+        step_ms=round(statistics.fmean(steps), 3),
+        step_ms_median=round(statistics.median(steps), 3),
+        step_ms_max=round(max(steps), 3),
+        clips_per_s=round(batch * len(steps) / wall, 1),
+    )
+    if done:
+        line["load_kernels_per_s"] = round(done["kernels"] / done["seconds"])
+        line["load_grid"] = list(done["grid"])
+    return line
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=67_600.0,
+        help="load kernels a second (DALI's pair: 4,096 a step of ~60.5 ms)",
+    )
+    ap.add_argument("--pixels", type=int, default=128 * 170, help="RGB pixels a load kernel")
+    ap.add_argument(
+        "--loads",
+        default="none,every,rest,none,whole-none,whole-every",
+        help="phases, comma-separated: none, every, rest, whole-<load>",
+    )
+    ap.add_argument("--loader-sms", type=int, default=2)
+    ap.add_argument("--graph", action="store_true", help="the CUDA-graphed step")
+    args = ap.parse_args(argv)
+
+    from loader.workqueues import widen
+
+    queues = widen(0)  # as bench feed and ucf3d train, before the CUDA context
+    import torch
+
+    from bench.feed import FeedConfig
+    from bench.feed_torch import torch_consumer
+    from loader import LoaderConfig
+    from loader.greenctx import shared_partition
+
+    # the stand-in's step only: the loader's settings name no data (nothing is loaded)
+    lc = LoaderConfig(manifests="-", shards="-", split=1, subset="train", mode="train",
+                      batch_size=128, decode="gpu", dtype="float16")  # fmt: skip
+    consumer = torch_consumer(FeedConfig(lc, consumer="torch", graph=args.graph))
+    part = shared_partition(torch.cuda.current_device(), args.loader_sms, True)
+    # one stream each way, made once: the graphed step captures one graph per stream
+    streams = {"whole": torch.cuda.Stream(), "part": torch.cuda.ExternalStream(part.stream())}
+    torch.cuda.synchronize()  # the resident batch made
+    head = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "cuda_work_queues": queues, "step": consumer.name}  # fmt: skip
+    for load in args.loads.split(","):
+        print(json.dumps({**head, **_phase(torch, consumer, part, streams, load.strip(), args)}),
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
