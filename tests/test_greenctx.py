@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -106,29 +105,6 @@ def test_partition_on_a_gpu() -> None:
             pass
     with pytest.raises(GreenContextError, match="cannot leave"):
         SmPartition(0, 10_000)
-
-
-@pytest.mark.gpu
-@needs_gpu
-def test_spill_probe_runs_on_the_gpu() -> None:
-    """bench.spill_probe: one line per phase; the confined load on the SMs the partition leaves,
-    the step on the partition or (whole-) on every SM, every load kernel accounted for."""
-    pytest.importorskip("torch")
-    if unavailable():
-        pytest.skip(f"no green contexts here: {unavailable()}")
-    root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "bench.spill_probe", "--steps", "3", "--warmup", "2",
-           "--rate", "2000", "--loads", "none,every,rest,whole-every"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["load"] for r in lines] == ["none", "every", "rest", "every"]
-    sms = lines[0]["device_sms"]
-    assert [r["step_sms"] for r in lines] == [sms - 2] * 3 + [0]
-    assert lines[2]["load_sms"] == 2 and "load_kernels_per_s" not in lines[0]
-    for r in lines:
-        assert 0 < r["step_ms_median"] <= r["step_ms_max"] and r["clips_per_s"] > 0
-    for r in lines[1:]:
-        assert 0 < r["load_kernels_per_s"] <= 2000 * 1.05
 
 
 def test_partition_hint_names_the_way_out() -> None:

@@ -1,0 +1,40 @@
+"""The GPU probes of bench/ (diagnostics for docs/BENCHMARKS.md) run and account for what they
+measure. GPU-only; this module imports neither Paddle nor test data, so it runs on the
+benchmark machine (PyTorch and the driver only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+needs_gpu = pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_spill_probe_runs_on_the_gpu() -> None:
+    """bench.spill_probe: one line per phase; the confined load on the SMs the partition leaves,
+    the step on the partition or (whole-) on every SM, every load kernel accounted for."""
+    from loader.greenctx import unavailable
+
+    pytest.importorskip("torch")
+    if unavailable():
+        pytest.skip(f"no green contexts here: {unavailable()}")
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bench.spill_probe", "--steps", "3", "--warmup", "2",
+           "--rate", "2000", "--loads", "none,every,rest,whole-every"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["load"] for r in lines] == ["none", "every", "rest", "every"]
+    sms = lines[0]["device_sms"]
+    assert [r["step_sms"] for r in lines] == [sms - 2] * 3 + [0]
+    assert lines[2]["load_sms"] == 2 and "load_kernels_per_s" not in lines[0]
+    for r in lines:
+        assert 0 < r["step_ms_median"] <= r["step_ms_max"] and r["clips_per_s"] > 0
+    for r in lines[1:]:
+        assert 0 < r["load_kernels_per_s"] <= 2000 * 1.05
