@@ -10,6 +10,11 @@ confines the work of its streams to a partition of the SMs: the training step ru
 `device SMs - loader_sms` of them, and the loader's kernels (still in the primary context, free to
 use every SM) always find the rest idle.
 
+What the partition protects is the loader's pace, not the step: the loader's kernels slow the
+step by their number (~0.18 us each on an H200), on the step's SMs or confined to the loader's
+alike (bench/spill_probe.py, docs/BENCHMARKS.md "Thirteenth round"), and the step pays ~1.7 % for
+the SMs it gives up. Without the partition the loader falls behind (0.89-0.90 fed at 128 there).
+
 The partition keeps SMs apart, not the hardware work queues: a green context shares the primary
 context's (loader.workqueues widens them to 32, which measured better: docs/BENCHMARKS.md,
 "Eighth round").
