@@ -20,11 +20,14 @@ is the cost, with a stand-in load instead of DALI (which cannot be moved off the
   (SmPartition.rest_stream: it cannot take the step's). `whole-<load>`: the same with the step on
   every SM (no partition).
 
-One JSON line per phase: the step's device ms (CUDA events on its stream: mean, median), clips/s
-of the whole phase, and the load's kernels a second achieved (at most 8 ms of them are queued at
-once, so a load the SMs cannot keep up with runs slower than asked, and says so). If `every` slows
-the step and `rest` does not, the loader's kernels cost the step SMs, not memory traffic or work
-queues. PyTorch only (the GPU machine has no Paddle); a diagnostic, not a benchmark of record.
+One JSON line per phase: the SMs the step ran on (`step_sms`, 0 = every SM), its device ms
+(CUDA events on its stream: mean, median, longest), clips/s of the whole phase, and the load's
+kernels a second achieved (at most 8 ms of them are queued at once, so a load the SMs cannot keep
+up with runs slower than asked, and says so). If `every` slowed the step and `rest` did not, the
+loader's kernels would cost the step SMs. On an H200 both slowed it alike, and empty one-block
+kernels nearly as much as real-sized ones: the cost is their number, ~0.18 us each
+(docs/BENCHMARKS.md, "Thirteenth round"). PyTorch only (the GPU machine has no Paddle); a
+diagnostic, not a benchmark of record.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Eve
           done: dict) -> None:  # fmt: skip
     """Launch the hand-over kernel on one frame at `rate` a second on `stream` until `stop`."""
     from loader.cudadrv import libcuda
+
+    # the hand-over's own kernel, launched raw: its arguments marshalled once, not per launch
     from loader.handover import THREADS, _check, _kernels
 
     src = torch.randint(0, 256, (pixels * 3,), dtype=torch.uint8, device="cuda")
