@@ -49,10 +49,8 @@ QUEUED_TICKS = 8  # at most this many ticks' kernels queued on the load's stream
 def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Event,
           done: dict) -> None:  # fmt: skip
     """Launch the hand-over kernel on one frame at `rate` a second on `stream` until `stop`."""
-    from loader.cudadrv import libcuda
-
-    # the hand-over's own kernel, launched raw: its arguments marshalled once, not per launch
-    from loader.handover import THREADS, _check, _kernels
+    # the hand-over's own kernel, its arguments marshalled once, not per launch
+    from loader.handover import THREADS, _kernels, _launcher
 
     src = torch.randint(0, 256, (pixels * 3,), dtype=torch.uint8, device="cuda")
     out = torch.empty(pixels * 3, dtype=torch.float16, device="cuda")
@@ -60,18 +58,15 @@ def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Eve
     args = [ctypes.c_void_p(src.data_ptr()), ctypes.c_void_p(out.data_ptr()),
             ctypes.c_int(pixels), ctypes.c_int(0), *[ctypes.c_float(0.0)] * 3,
             *[ctypes.c_float(1.0)] * 3, ctypes.c_int(0)]  # fmt: skip
-    kernel, grid = _kernels()["handover_float16"], (math.ceil(pixels / THREADS), 1)
-    cuda, handle = libcuda(), stream.cuda_stream
-    params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
+    grid = (math.ceil(pixels / THREADS), 1)
+    launch = _launcher(_kernels()["handover_float16"], grid, (THREADS, 1), args)
+    handle = stream.cuda_stream
     queued: deque = deque()
     launched, t0 = 0, time.perf_counter()
     while not stop.is_set():
         due = min(int(rate * (time.perf_counter() - t0)) - launched, int(rate * TICK_S * 4))
-        for _ in range(max(due, 0)):  # the launch itself, its arguments marshalled once
-            result = cuda.cuLaunchKernel(kernel, grid[0], 1, 1, THREADS, 1, 1, 0, handle, params,
-                                         None)  # fmt: skip
-            if result:
-                _check(cuda, result, "launching the load kernel")
+        for _ in range(max(due, 0)):
+            launch(handle)
         launched += max(due, 0)
         event = torch.cuda.Event()
         event.record(stream)

@@ -195,13 +195,7 @@ class SmPartition:
         `priority`: CUDA's convention, lower is sooner (-1 = high, as PyTorch's and Paddle's "high";
         out of the device's range it is clamped).
         """
-        handle = ctypes.c_void_p()
-        made = self._cuda.cuGreenCtxStreamCreate(
-            ctypes.byref(handle), self._green, _STREAM_NON_BLOCKING, priority
-        )
-        _check(self._cuda, made, "cuGreenCtxStreamCreate")
-        self._streams.append(handle)
-        return int(handle.value or 0)
+        return self._new_stream(self._green, priority)
 
     def rest_stream(self) -> int:
         """A new non-blocking stream on the SMs the partition leaves free (a green context of
@@ -212,9 +206,13 @@ class SmPartition:
         """
         if self._rest_green is None:
             self._rest_green = self._create(self._rest)
+        return self._new_stream(self._rest_green, 0)
+
+    def _new_stream(self, green: ctypes.c_void_p, priority: int) -> int:
+        """A non-blocking stream of green context `green`, owned here (close() destroys it)."""
         handle = ctypes.c_void_p()
         made = self._cuda.cuGreenCtxStreamCreate(
-            ctypes.byref(handle), self._rest_green, _STREAM_NON_BLOCKING, 0
+            ctypes.byref(handle), green, _STREAM_NON_BLOCKING, priority
         )
         _check(self._cuda, made, "cuGreenCtxStreamCreate")
         self._streams.append(handle)

@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +294,20 @@ def _launch(
     kernel: ctypes.c_void_p, grid: tuple[int, int], block: tuple[int, int], args: list, stream: int
 ) -> None:
     """Queue `kernel` on `stream` with its arguments (ctypes values, in the kernel's order)."""
+    _launcher(kernel, grid, block, args)(stream)
+
+
+def _launcher(
+    kernel: ctypes.c_void_p, grid: tuple[int, int], block: tuple[int, int], args: list
+) -> Callable[[int], None]:
+    """`kernel` with its arguments (ctypes values, in the kernel's order) marshalled once: each
+    call queues it on the raw CUDA stream it is given (bench.spill_probe launches one tens of
+    thousands of times a second)."""
     cuda = libcuda()
     params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-    launched = cuda.cuLaunchKernel(kernel, *grid, 1, *block, 1, 0, stream, params, None)
-    _check(cuda, launched, "launching a hand-over kernel")
+
+    def launch(stream: int, _args: list = args) -> None:  # _args: what params points at, alive
+        launched = cuda.cuLaunchKernel(kernel, *grid, 1, *block, 1, 0, stream, params, None)
+        _check(cuda, launched, "launching a hand-over kernel")
+
+    return launch

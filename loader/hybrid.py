@@ -40,7 +40,7 @@ round) the fixed 1/8 on 6 threads fed 0.947-0.948 and 1/4 on 10 threads 0.955, a
 NVDEC alone. It is an option (`decode="hybrid"`), not the default. On the H200 it ended 6 runs
 of 74 with CUDA_ERROR_ILLEGAL_ADDRESS inside DALI, some 13-29 s after its pipelines were built
 (docs/BENCHMARKS.md, "Ninth round" and "Twelfth round": two of that round's three); no NVDEC-only
-run has, in 142; the cause is not known. Its NVDEC part crops with DALI's fn.resize
+run has, in 154; the cause is not known. Its NVDEC part crops with DALI's fn.resize
 (LoaderConfig.resizer(): the hand-over kernel crops only for decode="gpu"), so the hybrid does
 not have the twelfth round's gain either.
 """
