@@ -77,6 +77,9 @@ class FeedConfig:
     unfed_cache: Path | None = None
     # after the timed window, this many fed steps under the profiler (bench.kernels; stand-in)
     profile_steps: int = 0
+    # a file for every thread's stack whenever Python's lock is held over 25 ms while fed
+    # (bench.measure.GilProbe): who held it
+    gil_stacks: Path | None = None
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -178,7 +181,8 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
+    probe = GilProbe(stacks=cfg.gil_stacks)
+    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
         batches = _epochs(loader, consumer)
         fed = _timed(batches, consumer, cfg)
         t0 = fed.pop("_t0")

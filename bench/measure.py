@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import faulthandler
 import functools
+import gc
 import os
+import re
 import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 @functools.cache  # one nvidia-smi per process (bench feed names the GPU twice: line, cache key)
@@ -120,36 +125,74 @@ def measure(
 class GilProbe:
     """A thread that sleeps `period_s` again and again and notes how late it wakes: Python's lock
     (the GIL) held by native code that does not let go of it (DALI builds and frees pipelines so)
-    shows as a late wake-up, and stops the training thread for as long."""
+    shows as a late wake-up, and stops the training thread for as long.
 
-    def __init__(self, period_s: float = 0.005, late_s: float = 0.02) -> None:
+    It also times Python's garbage collections (gc.callbacks), which hold the lock throughout;
+    and with `stacks` (a file) it says who held the lock: before each sleep it arms faulthandler's
+    watchdog (a C thread, which needs no lock) for `period_s + late_s`, and disarms it on waking,
+    so that a stall longer than that dumps every thread's Python stack into the file while the
+    lock is still held, at most `dumps` times. The thread holding it is in one of the stacks (a
+    thread in native code shows the Python line that called it); summary() counts their
+    innermost frames.
+    """
+
+    def __init__(self, period_s: float = 0.005, late_s: float = 0.02, stacks: Path | None = None,
+                 dumps: int = 30) -> None:  # fmt: skip
         self.period_s = period_s
         self.late_s = late_s  # later than this counts as a stall
         self.stalls: list[tuple[float, float]] = []  # (perf_counter at the sleep's end, late by)
+        self.collections: list[tuple[float, float, int]] = []  # (perf_counter at end, s, gen)
+        self.stacks = stacks
+        self.dumps = dumps
+        self._dumped = 0
+        self._gc_start = 0.0
+        self._file: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="gil-probe", daemon=True)
 
     def __enter__(self) -> GilProbe:
+        if self.stacks is not None:
+            self._file = open(self.stacks, "w")  # noqa: SIM115 (closed in __exit__)
+        gc.callbacks.append(self._collected)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        gc.callbacks.remove(self._collected)
+        if self._file is not None:
+            faulthandler.cancel_dump_traceback_later()
+            self._file.close()
+
+    def _collected(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+        else:
+            self.collections.append((now, now - self._gc_start, info["generation"]))
 
     def _watch(self) -> None:
         while not self._stop.is_set():
+            armed = self._file is not None and self._dumped < self.dumps
+            if armed:
+                faulthandler.dump_traceback_later(self.period_s + self.late_s, file=self._file)
             t = time.perf_counter()
             time.sleep(self.period_s)
             late = time.perf_counter() - t - self.period_s
+            if armed:
+                faulthandler.cancel_dump_traceback_later()
             if late > self.late_s:
                 self.stalls.append((t + self.period_s, late))
+                self._dumped += armed
 
     def summary(self, start: float, end: float, listed: int = 40) -> dict[str, object]:
         """The stalls between perf_counter times start and end: how many, their seconds in all,
-        the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]."""
+        the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]; the
+        garbage collections among them; with `stacks`, what the dumped threads were doing."""
         inside = [(t - start, late) for t, late in list(self.stalls) if start <= t <= end]
-        return {
+        collected = [(s, gen) for t, s, gen in list(self.collections) if start <= t <= end]
+        out: dict[str, object] = {
             "over_ms": round(1000 * self.late_s),
             "stalls": len(inside),
             "stalled_s": round(sum(late for _, late in inside), 3),
@@ -157,4 +200,36 @@ class GilProbe:
             "long": [[round(t, 2), round(1000 * late)] for t, late in inside if late > 0.05][
                 :listed
             ],
+            "gc": _by_generation(collected),
         }
+        if self.stacks is not None:
+            out["stacks"] = {"file": str(self.stacks), "dumps": self._dumped,
+                             "innermost": innermost_frames(self.stacks)}  # fmt: skip
+        return out
+
+
+def _by_generation(collected: list[tuple[float, int]]) -> dict[str, list[float]]:
+    """Garbage collections (seconds, generation) as {generation: [how many, their seconds, the
+    longest in ms]}."""
+    out = {}
+    for gen in sorted({g for _, g in collected}):
+        took = [s for s, g in collected if g == gen]
+        out[str(gen)] = [len(took), round(sum(took), 4), round(1000 * max(took), 2)]
+    return out
+
+
+def innermost_frames(dump: Path, top: int = 15) -> list[list[object]]:
+    """In faulthandler dumps of every thread: each thread's innermost Python frame ("file:line
+    function", the probe's own left out), with how many dumps had a thread there, most first."""
+    counts: Counter[str] = Counter()
+    lines = dump.read_text(errors="replace").splitlines() if dump.exists() else []
+    first = False  # the next `File` line is a thread's innermost
+    for line in lines:
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            first = True
+        elif first and line.strip().startswith("File "):
+            first = False
+            m = re.match(r'\s*File "(.*)", line (\d+) in (.*)', line)
+            if m and not m.group(1).endswith("bench/measure.py"):
+                counts[f"{'/'.join(Path(m.group(1)).parts[-2:])}:{m.group(2)} {m.group(3)}"] += 1
+    return [[frame, n] for frame, n in counts.most_common(top)]
