@@ -44,7 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.measure import GilProbe, GpuSampler, cpu_seconds, gpu_name
+from bench.measure import GilProbe, GpuSampler, cpu_seconds, gpu_name, host_counters, host_delta
 from loader import ClipLoader, LoaderConfig
 from loader.greenctx import STEP_STREAMS
 
@@ -77,9 +77,6 @@ class FeedConfig:
     unfed_cache: Path | None = None
     # after the timed window, this many fed steps under the profiler (bench.kernels; stand-in)
     profile_steps: int = 0
-    # a file for every thread's stack whenever Python's lock is held over 25 ms while fed
-    # (bench.measure.GilProbe): who held it
-    gil_stacks: Path | None = None
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -181,8 +178,7 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    probe = GilProbe(stacks=cfg.gil_stacks)
-    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
+    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
         batches = _epochs(loader, consumer)
         fed = _timed(batches, consumer, cfg)
         t0 = fed.pop("_t0")
@@ -325,6 +321,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
     wall_in = {"data": 0.0, "launch": 0.0, "fence": 0.0}
     cpu_in = {"data": 0.0, "launch": 0.0}
     t0 = c0 = 0.0
+    h0: dict[str, float] = {}
     ends: list[float] = []  # each timed step's end on the host (the clips' seconds: timeline)
     tick, ttick = time.perf_counter(), time.thread_time()
     for x, y in batches:
@@ -351,7 +348,7 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         ttick = time.thread_time()
         if not t0:
             if tick >= t_warm:
-                t0, c0 = tick, cpu_seconds()
+                t0, c0, h0 = tick, cpu_seconds(), host_counters()
             continue
         clips += int(x.shape[0])
         steps += 1
@@ -369,6 +366,8 @@ def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConf
         "data_wait_pct": round(100 * wall_in["data"] / wall, 2),
         "host_ms_per_step": per_step,
         "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
+        # what the host took meanwhile: hypervisor steal, cgroup throttling, this thread preempted
+        "host_taken": host_delta(h0, host_counters()),
         "wall_s": round(wall, 1),
         # steps ended in each second of the timed part: a stall shows as a short second
         "steps_by_second": _per_second(ends),

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import faulthandler
 import functools
 import gc
 import os
-import re
 import shutil
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 
 @functools.cache  # one nvidia-smi per process (bench feed names the GPU twice: line, cache key)
@@ -125,34 +121,25 @@ def measure(
 class GilProbe:
     """A thread that sleeps `period_s` again and again and notes how late it wakes: Python's lock
     (the GIL) held by native code that does not let go of it (DALI builds and frees pipelines so)
-    shows as a late wake-up, and stops the training thread for as long.
+    shows as a late wake-up, and stops the training thread for as long. So does a host that does
+    not run the lock's holder (host_counters says whether it was throttled or preempted).
 
-    It also times Python's garbage collections (gc.callbacks), which hold the lock throughout;
-    and with `stacks` (a file) it says who held the lock: before each sleep it arms faulthandler's
-    watchdog (a C thread, which needs no lock) for `period_s + late_s`, and disarms it on waking,
-    so that a stall longer than that dumps every thread's Python stack into the file while the
-    lock is still held, at most `dumps` times. The thread holding it is in one of the stacks (a
-    thread in native code shows the Python line that called it); summary() counts their
-    innermost frames.
+    It also times Python's garbage collections (gc.callbacks), which hold the lock throughout.
+    (Dumping every thread's stack at a stall, with faulthandler's watchdog, named the holder but
+    crashed one H200 run of six mid-dump: it reads other threads' frames without the lock;
+    docs/BENCHMARKS.md, fourteenth round. `py-spy record --gil` reads them from outside.)
     """
 
-    def __init__(self, period_s: float = 0.005, late_s: float = 0.02, stacks: Path | None = None,
-                 dumps: int = 30) -> None:  # fmt: skip
+    def __init__(self, period_s: float = 0.005, late_s: float = 0.02) -> None:
         self.period_s = period_s
         self.late_s = late_s  # later than this counts as a stall
         self.stalls: list[tuple[float, float]] = []  # (perf_counter at the sleep's end, late by)
         self.collections: list[tuple[float, float, int]] = []  # (perf_counter at end, s, gen)
-        self.stacks = stacks
-        self.dumps = dumps
-        self._dumped = 0
         self._gc_start = 0.0
-        self._file: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="gil-probe", daemon=True)
 
     def __enter__(self) -> GilProbe:
-        if self.stacks is not None:
-            self._file = open(self.stacks, "w")  # noqa: SIM115 (closed in __exit__)
         gc.callbacks.append(self._collected)
         self._thread.start()
         return self
@@ -161,9 +148,6 @@ class GilProbe:
         self._stop.set()
         self._thread.join(timeout=5)
         gc.callbacks.remove(self._collected)
-        if self._file is not None:
-            faulthandler.cancel_dump_traceback_later()
-            self._file.close()
 
     def _collected(self, phase: str, info: dict) -> None:
         now = time.perf_counter()
@@ -174,25 +158,19 @@ class GilProbe:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            armed = self._file is not None and self._dumped < self.dumps
-            if armed:
-                faulthandler.dump_traceback_later(self.period_s + self.late_s, file=self._file)
             t = time.perf_counter()
             time.sleep(self.period_s)
             late = time.perf_counter() - t - self.period_s
-            if armed:
-                faulthandler.cancel_dump_traceback_later()
             if late > self.late_s:
                 self.stalls.append((t + self.period_s, late))
-                self._dumped += armed
 
     def summary(self, start: float, end: float, listed: int = 40) -> dict[str, object]:
         """The stalls between perf_counter times start and end: how many, their seconds in all,
-        the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]; the
-        garbage collections among them; with `stacks`, what the dumped threads were doing."""
+        the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]; and
+        the garbage collections that ended in that time."""
         inside = [(t - start, late) for t, late in list(self.stalls) if start <= t <= end]
         collected = [(s, gen) for t, s, gen in list(self.collections) if start <= t <= end]
-        out: dict[str, object] = {
+        return {
             "over_ms": round(1000 * self.late_s),
             "stalls": len(inside),
             "stalled_s": round(sum(late for _, late in inside), 3),
@@ -202,10 +180,6 @@ class GilProbe:
             ],
             "gc": _by_generation(collected),
         }
-        if self.stacks is not None:
-            out["stacks"] = {"file": str(self.stacks), "dumps": self._dumped,
-                             "innermost": innermost_frames(self.stacks)}  # fmt: skip
-        return out
 
 
 def _by_generation(collected: list[tuple[float, int]]) -> dict[str, list[float]]:
@@ -218,18 +192,49 @@ def _by_generation(collected: list[tuple[float, int]]) -> dict[str, list[float]]
     return out
 
 
-def innermost_frames(dump: Path, top: int = 15) -> list[list[object]]:
-    """In faulthandler dumps of every thread: each thread's innermost Python frame ("file:line
-    function", the probe's own left out), with how many dumps had a thread there, most first."""
-    counts: Counter[str] = Counter()
-    lines = dump.read_text(errors="replace").splitlines() if dump.exists() else []
-    first = False  # the next `File` line is a thread's innermost
+def host_counters(thread_id: int | None = None) -> dict[str, float]:
+    """What the host took from this process so far (host_delta: over a window), where Linux says:
+    CPU time stolen from this machine by its hypervisor (/proc/stat, all CPUs), time the process's
+    cgroup was throttled for exceeding its CPU quota (cgroup v2 or v1 cpu.stat), and how often
+    thread `thread_id` (a native id; default: the caller) was preempted (its involuntary context
+    switches). Any of them stops whichever thread holds Python's lock as well."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        # "cpu  user nice system idle iowait irq softirq steal ...", in ticks, all CPUs
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        out["steal_s"] = int(fields[8]) / tick
+    except (OSError, IndexError, ValueError):
+        pass
+    for path, scale in (("/sys/fs/cgroup/cpu.stat", 1e-6), ("/sys/fs/cgroup/cpu/cpu.stat", 1e-9)):
+        stat = _keyed(Path(path))
+        if "nr_throttled" in stat:
+            out["throttled_periods"] = stat["nr_throttled"]
+            out["throttled_s"] = scale * stat.get("throttled_usec", stat.get("throttled_time", 0))
+            break
+    tid = threading.get_native_id() if thread_id is None else thread_id
+    status = _keyed(Path(f"/proc/self/task/{tid}/status"), ":")
+    if "nonvoluntary_ctxt_switches" in status:
+        out["preempted"] = status["nonvoluntary_ctxt_switches"]
+    return out
+
+
+def host_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """host_counters' growth from `before` to `after` (the counters both have)."""
+    return {k: round(after[k] - before[k], 3) for k in before if k in after}
+
+
+def _keyed(path: Path, sep: str | None = None) -> dict[str, float]:
+    """A file of `key value` (or `key<sep> value`) lines as numbers; {} where it cannot be read."""
+    out = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
     for line in lines:
-        if line.startswith(("Thread 0x", "Current thread 0x")):
-            first = True
-        elif first and line.strip().startswith("File "):
-            first = False
-            m = re.match(r'\s*File "(.*)", line (\d+) in (.*)', line)
-            if m and not m.group(1).endswith("bench/measure.py"):
-                counts[f"{'/'.join(Path(m.group(1)).parts[-2:])}:{m.group(2)} {m.group(3)}"] += 1
-    return [[frame, n] for frame, n in counts.most_common(top)]
+        key, _, value = line.partition(sep) if sep else line.partition(" ")
+        try:
+            out[key.strip()] = float(value.split()[0])
+        except (IndexError, ValueError):
+            continue
+    return out
