@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -44,7 +43,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.measure import GilProbe, GpuSampler, cpu_seconds, gpu_name, host_counters, host_delta
+from bench.feedloop import run_steps, timed
+from bench.measure import GilProbe, GpuSampler, gpu_name
 from loader import ClipLoader, LoaderConfig
 from loader.greenctx import STEP_STREAMS
 
@@ -180,12 +180,12 @@ def run_feed(cfg: FeedConfig) -> dict:
         _write_cache(cfg.unfed_cache, key, result)
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
         batches = _epochs(loader, consumer)
-        fed = _timed(batches, consumer, cfg)
+        fed = timed(batches, consumer, cfg.seconds, cfg.warmup, cfg.in_flight)
         t0 = fed.pop("_t0")
         fed["gil"] = gil.summary(t0, t0 + fed["wall_s"])  # Python's lock held by native code
         sampled = gpu.summary()  # the timed window's (the profiled steps come after it)
         if cfg.profile_steps and consumer.profile is not None:
-            run = partial(_steps, batches, consumer, cfg.profile_steps, cfg.in_flight)
+            run = partial(run_steps, batches, consumer, cfg.profile_steps, cfg.in_flight)
             fed["kernels"] = consumer.profile(run, cfg.profile_steps)
         fed.update(hybrid_report(loader.backend))
         fed.update(nvdec_report(loader.backend, t0))
@@ -258,7 +258,7 @@ def _write_cache(path: Path, key: str, result: dict) -> None:
 
 def _unfed(cfg: FeedConfig, consumer: Consumer, loader_sms: int) -> dict:
     with consumer.stream(loader_sms), GpuSampler() as gpu:
-        unfed = _timed(_repeat(consumer.fixed), consumer, cfg)
+        unfed = timed(_repeat(consumer.fixed), consumer, cfg.seconds, cfg.warmup, cfg.in_flight)
         del unfed["_t0"]
     return {**unfed, **gpu.summary()}
 
@@ -296,122 +296,6 @@ def _epochs(loader: ClipLoader, consumer: Consumer) -> Iterator[tuple[Any, Any]]
     while True:
         yield from consumer.batches(loader, epoch)
         epoch += 1
-
-
-def _timed(batches: Iterator[tuple[Any, Any]], consumer: Consumer, cfg: FeedConfig) -> dict:
-    """Steps for warmup + seconds; clips/s, data wait and CPU use over the timed part.
-
-    `host_ms_per_step` splits the host thread's time per step (wall, and its own CPU time where
-    it worked rather than slept): `data` in the loader, `launch` queuing the step, `fence` waiting
-    for the step before last. Their sum is the period; a fence near 0 means the device waited for
-    the host (data or launch), not the other way round.
-
-    `device_ms_per_step` (GPU) is the same period seen from the training stream, from timing
-    events around each step: `step` from its first kernel's turn to its last kernel's end (longer
-    than alone when the loader's work slows it, or when the host launches slower than it runs),
-    `between` from one step's end to the next one's start (the hand-over's kernels, and the time
-    the stream had nothing to do because the host had not queued the next step); `between_pct`,
-    its share of the device's time, bounds the device's data wait from above (`data_wait_pct` is
-    the host thread's, which costs nothing while steps are queued ahead of it).
-    """
-    pending: list[Callable[[], None]] = []
-    marks: list[tuple[Any, Any]] = []  # (before, after) each timed step, on the device
-    t_warm = None
-    clips = steps = 0
-    wall_in = {"data": 0.0, "launch": 0.0, "fence": 0.0}
-    cpu_in = {"data": 0.0, "launch": 0.0}
-    t0 = c0 = 0.0
-    h0: dict[str, float] = {}
-    ends: list[float] = []  # each timed step's end on the host (the clips' seconds: timeline)
-    tick, ttick = time.perf_counter(), time.thread_time()
-    for x, y in batches:
-        now, tnow = time.perf_counter(), time.thread_time()
-        data_wall, data_cpu = now - tick, tnow - ttick
-        if t_warm is None:
-            t_warm = now + cfg.warmup  # the clock starts at the first batch
-        timed = bool(t0)
-        before = consumer.mark() if consumer.mark and timed else None
-        consumer.step(x, y)
-        if before is not None:
-            marks.append((before, consumer.mark()))
-        pending.append(consumer.fence())
-        launched, tlaunched = time.perf_counter(), time.thread_time()
-        if len(pending) >= cfg.in_flight:
-            pending.pop(0)()  # wait for the step before last
-        tick = time.perf_counter()
-        if timed:
-            wall_in["data"] += data_wall
-            cpu_in["data"] += data_cpu
-            wall_in["launch"] += launched - now
-            cpu_in["launch"] += tlaunched - tnow
-            wall_in["fence"] += tick - launched
-        ttick = time.thread_time()
-        if not t0:
-            if tick >= t_warm:
-                t0, c0, h0 = tick, cpu_seconds(), host_counters()
-            continue
-        clips += int(x.shape[0])
-        steps += 1
-        ends.append(tick - t0)
-        if tick - t0 >= cfg.seconds:
-            break
-    for done in pending:
-        done()
-    wall = time.perf_counter() - t0
-    per_step = {k: round(1000 * v / max(steps, 1), 2) for k, v in wall_in.items()}
-    per_step |= {f"{k}_cpu": round(1000 * v / max(steps, 1), 2) for k, v in cpu_in.items()}
-    result = {
-        "clips_per_s": round(clips / wall, 1),
-        "steps": steps,
-        "data_wait_pct": round(100 * wall_in["data"] / wall, 2),
-        "host_ms_per_step": per_step,
-        "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
-        # what the host took meanwhile: hypervisor steal, cgroup throttling, this thread preempted
-        "host_taken": host_delta(h0, host_counters()),
-        "wall_s": round(wall, 1),
-        # steps ended in each second of the timed part: a stall shows as a short second
-        "steps_by_second": _per_second(ends),
-        "_t0": t0,  # perf_counter at the timed part's start (run_feed places events by it)
-    }
-    if len(marks) > 1:
-        result["device_ms_per_step"] = _device_split(marks)
-    return result
-
-
-def _steps(batches: Iterator[tuple[Any, Any]], consumer: Consumer, n: int, in_flight: int) -> None:
-    """n more steps as _timed queues them (in_flight ahead), all finished on return."""
-    pending: list[Callable[[], None]] = []
-    for _, (x, y) in zip(range(n), batches, strict=False):
-        consumer.step(x, y)
-        pending.append(consumer.fence())
-        if len(pending) >= in_flight:
-            pending.pop(0)()
-    for done in pending:
-        done()
-
-
-def _per_second(times: list[float]) -> list[int]:
-    """How many of `times` (seconds from the start) fall in each whole second."""
-    counts = [0] * (int(max(times, default=0.0)) + 1)
-    for t in times:
-        counts[int(t)] += 1
-    return counts
-
-
-def _device_split(marks: list[tuple[Any, Any]]) -> dict[str, float]:
-    """Ms per step on the device: the step itself, and from its end to the next start; mean,
-    median and longest of each (a mean far above an unmoved median, with one long step or gap,
-    is a stall; a median that moved with the mean is every step slower)."""
-    steps = [a.elapsed_time(b) for a, b in marks]
-    between = [marks[i][1].elapsed_time(marks[i + 1][0]) for i in range(len(marks) - 1)]
-    out = {}
-    for name, ms in (("step", steps), ("between", between)):
-        out[name] = round(statistics.fmean(ms), 2)
-        out[f"{name}_median"] = round(statistics.median(ms), 2)
-        out[f"{name}_max"] = round(max(ms), 2)
-    # the device's own data wait, at most: its time outside steps (the hand-over's kernels too)
-    out["between_pct"] = round(100 * sum(between) / (sum(steps[:-1]) + sum(between)), 2)
-    return out
 
 
 def _handover(cfg: FeedConfig) -> str:

@@ -373,7 +373,7 @@ def test_queue_probe_runs_on_the_gpu() -> None:
 
 def test_device_split_from_timing_marks() -> None:
     """bench feed's device view of a period: each step's own time, and the time between steps."""
-    from bench.feed import _device_split
+    from bench.feedloop import device_split
     from bench.sweep import _host
 
     class Stamp:  # a timing event that completed at `ms` (elapsed_time as CUDA events give it)
@@ -384,7 +384,7 @@ def test_device_split_from_timing_marks() -> None:
             return later.ms - self.ms
 
     marks = [(Stamp(0), Stamp(60)), (Stamp(65), Stamp(125)), (Stamp(129), Stamp(190))]
-    split = _device_split(marks)
+    split = device_split(marks)
     assert split == {"step": round((60 + 60 + 61) / 3, 2), "between": 4.5, "step_median": 60,
                      "step_max": 61, "between_median": 4.5, "between_max": 5,
                      "between_pct": round(100 * 9 / (120 + 9), 2)}  # fmt: skip
