@@ -220,8 +220,15 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
 
 
 def host_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """host_counters' growth from `before` to `after` (the counters both have)."""
-    return {k: round(after[k] - before[k], 3) for k in before if k in after}
+    """host_counters' growth from `before` to `after` (the counters both have), and how busy the
+    host is at the end: the process's threads (Linux) and the 1-minute load average (runnable
+    threads, machine-wide; more than the cores means threads wait for one)."""
+    out = {k: round(after[k] - before[k], 3) for k in before if k in after}
+    if os.path.isdir("/proc/self/task"):
+        out["threads"] = len(os.listdir("/proc/self/task"))
+    if hasattr(os, "getloadavg"):
+        out["load_1m"] = round(os.getloadavg()[0], 2)
+    return out
 
 
 def _keyed(path: Path, sep: str | None = None) -> dict[str, float]:

@@ -171,6 +171,7 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     assert all(n >= 1 and s >= 0 for n, s, _ in gil["gc"].values())  # collections by generation
     taken = out["fed"]["host_taken"]  # Linux: the training thread's preemptions, steal, throttling
     assert taken["preempted"] >= 0 and taken["steal_s"] >= 0, taken
+    assert taken["threads"] > 1 and taken["load_1m"] >= 0, taken  # the loader's threads too
 
 
 def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Path) -> None:
@@ -462,7 +463,7 @@ def test_gil_probe_times_collections_and_host_counters_count_preemptions() -> No
         os.sched_setaffinity(0, mine)
         spinner.kill()
         spinner.wait()
-    assert set(delta) >= {"steal_s", "preempted"} and min(delta.values()) >= 0, delta
+    assert set(delta) >= {"steal_s", "preempted", "threads"} and min(delta.values()) >= 0, delta
     assert delta["preempted"] > 0, delta
 
 
