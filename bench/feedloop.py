@@ -53,8 +53,8 @@ def timed(
         data_wall, data_cpu = now - tick, tnow - ttick
         if t_warm is None:
             t_warm = now + warmup  # the clock starts at the first batch
-        timed = bool(t0)
-        before = consumer.mark() if consumer.mark and timed else None
+        counting = bool(t0)  # a timed step (the warm-up's are not)
+        before = consumer.mark() if consumer.mark and counting else None
         consumer.step(x, y)
         if before is not None:
             marks.append((before, consumer.mark()))
@@ -63,7 +63,7 @@ def timed(
         if len(pending) >= in_flight:
             pending.pop(0)()  # wait for the step before last
         tick = time.perf_counter()
-        if timed:
+        if counting:
             wall_in["data"] += data_wall
             cpu_in["data"] += data_cpu
             wall_in["launch"] += launched - now
