@@ -581,8 +581,8 @@ def train(ctx: click.Context, **opts: Any) -> None:
     from loader.config import HARA_SCALES
     from train.config import TrainConfig
     from train.dist import local_batch, world
-    from train.loop import fit
     from train.models import model_name
+    from train.run import fit
     from train.rundir import CONFIG_JSON, METRICS_JSONL
 
     depth, width, milestones = opts.pop("depth"), opts.pop("width"), opts.pop("milestones")

@@ -18,8 +18,9 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
 
     from train.config import TrainConfig
     from train.device import compute_stream, gpu_device_id, use_device
-    from train.loop import Amp, batch_inputs, build_optimizer, train_step
+    from train.loop import Amp, batch_inputs, train_step
     from train.models import create_model
+    from train.run import build_optimizer
 
     lc = cfg.loader
     use_device(cfg.device)

@@ -30,7 +30,7 @@ from train import checkpoint as ck  # noqa: E402
 from train import dist  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.evaluation import evaluate_checkpoint  # noqa: E402
-from train.loop import fit  # noqa: E402
+from train.run import fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST_CLI = ROOT / "tests" / "dist_cli.py"  # the CLI plus the BatchNorm-free tiny model
@@ -373,7 +373,7 @@ def test_launch_puts_the_logs_in_the_run_directory() -> None:
 
 
 def test_train_warns_when_the_launcher_logs_elsewhere(monkeypatch, caplog, tmp_path) -> None:
-    from train.loop import _log_ranks
+    from train.run import _log_ranks
 
     monkeypatch.setenv("PADDLE_LOG_DIR", str(tmp_path / "log"))
     with caplog.at_level("INFO", logger="train"):

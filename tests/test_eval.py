@@ -14,7 +14,7 @@ from train import checkpoint as ck
 from train.config import TrainConfig
 from train.data import ArrayClips, random_clips
 from train.evaluation import evaluate_checkpoint
-from train.loop import evaluate, fit
+from train.loop import evaluate
 from train.metrics import (
     average_per_video,
     confusion_matrix,
@@ -22,6 +22,7 @@ from train.metrics import (
     summarize,
     topk_accuracy,
 )
+from train.run import fit
 
 CLASSES = ["A", "B", "C", "D", "E", "F"]
 

@@ -16,9 +16,9 @@ from train import checkpoint as ck
 from train.config import TrainConfig
 from train.data import ArrayClips, random_clips
 from train.export import export_checkpoint
-from train.loop import fit
 from train.predict import Predictor, predict_video
 from train.preprocess import video_clips
+from train.run import fit
 
 CLASSES = ["Archery", "Bowling", "Crawling"]
 

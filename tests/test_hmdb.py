@@ -206,7 +206,7 @@ def test_train_and_eval_on_hmdb_manifests(hmdb: Path, tmp_path: Path) -> None:
     from train import checkpoint as ck
     from train.config import TrainConfig
     from train.evaluation import evaluate_checkpoint
-    from train.loop import fit
+    from train.run import fit
 
     cfg = TrainConfig(
         model="tiny", manifests=hmdb / "manifests", shards=hmdb / "shards", split=1, size=32,

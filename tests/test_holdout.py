@@ -44,7 +44,7 @@ def test_holdout_config_is_checked() -> None:
 
 
 def test_loaders_split_the_training_list_by_group(prepared) -> None:
-    from train.loop import open_loaders
+    from train.run import open_loaders
 
     cfg = TrainConfig(model="tiny", manifests=prepared.manifests, shards=prepared.shards,
                       batch_size=4, num_threads=1, val_from_train=0.3)  # fmt: skip

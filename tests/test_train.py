@@ -14,8 +14,9 @@ import cli
 from train import checkpoint as ck
 from train.config import TrainConfig
 from train.data import ArrayClips, random_clips
-from train.loop import Amp, build_optimizer, fit, train_one_epoch
+from train.loop import Amp, train_one_epoch
 from train.models import create_model
+from train.run import build_optimizer, fit
 
 CLASSES = ["Apply", "Brush", "Cut", "Dive"]
 
@@ -235,16 +236,16 @@ def test_a_diverged_run_is_an_error_and_saves_nothing(
 ) -> None:
     import copy
 
-    import train.loop
+    import train.run
 
-    real = train.loop.build_optimizer
+    real = train.run.build_optimizer
 
     def nan_lr(cfg, model):  # a NaN learning rate past validation: a run that diverges
         cfg = copy.copy(cfg)
         object.__setattr__(cfg, "lr", float("nan"))
         return real(cfg, model)
 
-    monkeypatch.setattr(train.loop, "build_optimizer", nan_lr)
+    monkeypatch.setattr(train.run, "build_optimizer", nan_lr)
     run = tmp_path / "nan"
     cfg = tiny_cfg(run, epochs=1, max_steps=1)  # one step: its loss is still finite
     with pytest.raises(RuntimeError, match="non-finite logits"):
@@ -293,9 +294,9 @@ def test_ctrl_c_in_train_says_what_was_saved_and_how_to_resume(
     stop = _Interrupted(x, y, CLASSES, batch_size=4)
     with pytest.raises(KeyboardInterrupt, match="no checkpoint saved yet"):
         fit(tiny_cfg(tmp_path / "a", epochs=3, checkpoint_every=5), train_data=stop)
-    import train.loop
+    import train.run
 
-    monkeypatch.setattr(train.loop, "open_loaders", lambda cfg: (stop, stop))
+    monkeypatch.setattr(train.run, "open_loaders", lambda cfg: (stop, stop))
     run = tmp_path / "b"
     args = ["train", "--model", "tiny", "--clip-size", "32", "--batch-size", "4", "--epochs", "3",
             "--checkpoint", "1", "--run-dir", str(run)]  # fmt: skip
@@ -326,7 +327,7 @@ def test_decode_gpu_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_clip_dtype_follows_the_precision() -> None:
-    from train.loop import clip_dtype
+    from train.run import clip_dtype
 
     assert clip_dtype("none", "gpu") == clip_dtype("none", "cpu") == "float32"
     assert clip_dtype("fp16", "gpu") == clip_dtype("fp16", "cpu") == "float16"

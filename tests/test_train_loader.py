@@ -13,8 +13,8 @@ pytest.importorskip("nvidia.dali")
 from train import checkpoint as ck  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.evaluation import evaluate_checkpoint  # noqa: E402
-from train.loop import fit  # noqa: E402
 from train.preprocess import video_clips  # noqa: E402
+from train.run import fit  # noqa: E402
 
 
 def test_fit_and_evaluate_from_the_dali_loader(prepared, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore", message="When training, we now always track gl
 # The entry points other stages (cli, the demo) call, imported lazily: `import train` stays cheap.
 _EXPORTS = {
     "TrainConfig": "train.config",
-    "fit": "train.loop",
+    "fit": "train.run",
     "evaluate_checkpoint": "train.evaluation",
     "export_checkpoint": "train.export",
     "predict_video": "train.predict",
