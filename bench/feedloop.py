@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from bench.measure import cpu_seconds, host_counters, host_delta
+from bench.measure import cpu_seconds, host_counters, host_delta, thread_ticks, threads_cpu
 
 if TYPE_CHECKING:
     from bench.feed import Consumer
@@ -46,6 +46,7 @@ def timed(
     cpu_in = {"data": 0.0, "launch": 0.0}
     t0 = c0 = 0.0
     h0: dict[str, float] = {}
+    th0: dict[int, tuple[str, int]] = {}
     ends: list[float] = []  # each timed step's end on the host (the clips' seconds: timeline)
     tick, ttick = time.perf_counter(), time.thread_time()
     for x, y in batches:
@@ -72,7 +73,7 @@ def timed(
         ttick = time.thread_time()
         if not t0:
             if tick >= t_warm:
-                t0, c0, h0 = tick, cpu_seconds(), host_counters()
+                t0, c0, h0, th0 = tick, cpu_seconds(), host_counters(), thread_ticks()
             continue
         clips += int(x.shape[0])
         steps += 1
@@ -92,6 +93,8 @@ def timed(
         "cpu_cores_used": round((cpu_seconds() - c0) / wall, 2),
         # what the host took meanwhile: hypervisor steal, cgroup throttling, this thread preempted
         "host_taken": host_delta(h0, host_counters()),
+        # where the process's CPU time went: cores by thread name (DALI's, the driver's, ours)
+        "threads_cpu": threads_cpu(th0, thread_ticks(), wall),
         "wall_s": round(wall, 1),
         # steps ended in each second of the timed part: a stall shows as a short second
         "steps_by_second": per_second(ends),

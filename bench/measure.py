@@ -204,6 +204,9 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
         # "cpu  user nice system idle iowait irq softirq steal ...", in ticks, all CPUs
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
         out["steal_s"] = int(fields[8]) / tick
+        # what the machine's CPUs ran (steal is counted apart): steal / busy is the share of
+        # the machine's work the hypervisor delayed
+        out["busy_s"] = sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / tick
     except (OSError, IndexError, ValueError):
         pass
     for path, scale in (("/sys/fs/cgroup/cpu.stat", 1e-6), ("/sys/fs/cgroup/cpu/cpu.stat", 1e-9)):
@@ -224,6 +227,8 @@ def host_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     host is at the end: the process's threads (Linux) and the 1-minute load average (runnable
     threads, machine-wide; more than the cores means threads wait for one)."""
     out = {k: round(after[k] - before[k], 3) for k in before if k in after}
+    if out.get("busy_s"):
+        out["steal_pct"] = round(100 * out.get("steal_s", 0.0) / out["busy_s"], 1)
     if os.path.isdir("/proc/self/task"):
         out["threads"] = len(os.listdir("/proc/self/task"))
     if hasattr(os, "getloadavg"):
@@ -245,3 +250,45 @@ def _keyed(path: Path, sep: str | None = None) -> dict[str, float]:
         except (IndexError, ValueError):
             continue
     return out
+
+
+def thread_ticks() -> dict[int, tuple[str, int]]:
+    """Each thread of this process (Linux): native id -> (name, CPU ticks used so far, user and
+    system); {} elsewhere."""
+    out = {}
+    try:
+        entries = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in entries:
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        # "tid (name) state ...": the name may hold spaces and parentheses; utime, stime are
+        # fields 14 and 15, counted after its closing parenthesis
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        fields = rest.split()
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def threads_cpu(
+    before: dict[int, tuple[str, int]],
+    after: dict[int, tuple[str, int]],
+    seconds: float,
+    top: int = 8,
+) -> dict[str, list[float]]:
+    """Cores used between two thread_ticks() by this process's threads, grouped by name with the
+    digits taken out ("ucf3d-segment_0" and DALI's numbered workers each count as one group):
+    {group: [cores, threads]}, the `top` busiest groups, busiest first."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups: dict[str, list[float]] = {}
+    for tid, (name, ticks) in after.items():
+        used = ticks - before.get(tid, (name, 0))[1]
+        group = "".join("#" if c.isdigit() else c for c in name)
+        entry = groups.setdefault(group, [0.0, 0])
+        entry[0] += used / tick / max(seconds, 1e-9)
+        entry[1] += 1
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]
+    return {g: [round(cores, 2), int(n)] for g, (cores, n) in ranked}

@@ -172,6 +172,10 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     taken = out["fed"]["host_taken"]  # Linux: the training thread's preemptions, steal, throttling
     assert taken["preempted"] >= 0 and taken["steal_s"] >= 0, taken
     assert taken["threads"] > 1 and taken["load_1m"] >= 0, taken  # the loader's threads too
+    assert taken["busy_s"] > 0 and 0 <= taken["steal_pct"] <= 100, taken
+    by_thread = out["fed"]["threads_cpu"]  # cores by thread name: the process's own work
+    assert by_thread and all(cores >= 0 and n >= 1 for cores, n in by_thread.values()), by_thread
+    assert sum(c for c, _ in by_thread.values()) <= out["fed"]["cpu_cores_used"] + 0.2, by_thread
 
 
 def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Path) -> None:
@@ -465,6 +469,41 @@ def test_gil_probe_times_collections_and_host_counters_count_preemptions() -> No
         spinner.wait()
     assert set(delta) >= {"steal_s", "preempted", "threads"} and min(delta.values()) >= 0, delta
     assert delta["preempted"] > 0, delta
+
+
+def test_threads_cpu_counts_a_busy_thread_by_its_name() -> None:
+    """threads_cpu: a thread named "spinner-7" spinning ~0.4 s shows as group "spinner-#" with
+    about that much CPU over the window; a thread that sleeps uses next to none."""
+    import threading
+    import time
+
+    from bench.measure import thread_ticks, threads_cpu
+
+    go, stop = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        go.wait()
+        while not stop.is_set():
+            sum(range(10_000))
+
+    def rest() -> None:
+        stop.wait()
+
+    spinner = threading.Thread(target=spin, name="spinner-7")
+    sleeper = threading.Thread(target=rest, name="sleeper-1")
+    spinner.start(), sleeper.start()
+    for t in (spinner, sleeper):  # Linux names native threads after Python's only from 3.14 on
+        with open(f"/proc/self/task/{t.native_id}/comm", "w") as f:
+            f.write(t.name)
+    before, t0 = thread_ticks(), time.perf_counter()
+    go.set()
+    time.sleep(0.4)
+    after, wall = thread_ticks(), time.perf_counter() - t0
+    stop.set()
+    spinner.join(), sleeper.join()
+    cores = threads_cpu(before, after, wall, top=50)
+    assert cores["spinner-#"][1] == 1 and 0.3 <= cores["spinner-#"][0] <= 1.05, cores
+    assert cores["sleeper-#"][0] <= 0.05, cores
 
 
 def test_nvdec_plans_the_whole_run_where_its_open_files_fit(prepared, tmp_path, monkeypatch):  # noqa: ANN201
