@@ -191,7 +191,25 @@ def run_feed(cfg: FeedConfig) -> dict:
         fed.update(nvdec_report(loader.backend, t0))
     result["fed"] = {**fed, **sampled}
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
+    _warn_if_stolen(fed["host_taken"])
     return result
+
+
+# share of the machine's busy CPU time its hypervisor may take before bench feed warns: ~0.1 % on
+# a quiet H200 host; 3-30 % on one whose fed lines all had 27-80 ms stalls (docs/BENCHMARKS.md,
+# "Fifteenth round")
+STEAL_WARN_PCT = 1.0
+
+
+def _warn_if_stolen(taken: dict[str, float]) -> None:
+    """Say so when the hypervisor took a noticeable share of the machine's CPU time during the fed
+    window: the training thread stands still while its virtual CPU is not running, and the ratio
+    then measures the machine as much as the loader."""
+    pct = taken.get("steal_pct", 0.0)
+    if pct >= STEAL_WARN_PCT:
+        log.warning("the hypervisor took %.1f %% of this machine's busy CPU time (%.1f s) while "
+                    "fed: stalls in this window are the machine's, not the loader's (compare "
+                    "fed.host_taken across runs)", pct, taken.get("steal_s", 0.0))  # fmt: skip
 
 
 def hybrid_report(backend: Any) -> dict[str, Any]:

@@ -70,6 +70,9 @@ def _host(phase: dict) -> str:
         )
         waits += f"; NVDEC segments [{built}], boundaries {seg['switch_s']} s, "
         waits += f"shut-downs {seg['retire_s']} s"
+    taken = phase.get("host_taken", {})
+    if "steal_pct" in taken:  # the hypervisor's share of the machine's busy CPU time
+        waits += f"; steal {taken['steal_pct']} %"
     return (f", host ms/step: data {h['data']} ({h['data_cpu']} CPU), "
             f"launch {h['launch']} ({h['launch_cpu']} CPU), fence {h['fence']}"
             f"{on_device}{waits}")  # fmt: skip

@@ -178,6 +178,21 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
     assert sum(c for c, _ in by_thread.values()) <= out["fed"]["cpu_cores_used"] + 0.2, by_thread
 
 
+def test_bench_feed_warns_when_the_hypervisor_took_the_machines_cpu(caplog) -> None:  # noqa: ANN001
+    """A fed window in which the hypervisor stole STEAL_WARN_PCT or more of the machine's busy CPU
+    time is flagged as the machine's (a log warning); a quiet one is not."""
+    import logging
+
+    from bench.feed import STEAL_WARN_PCT, _warn_if_stolen
+
+    with caplog.at_level(logging.WARNING, logger="bench.feed"):
+        _warn_if_stolen({"steal_s": 0.26, "busy_s": 199.0, "steal_pct": 0.1})
+        assert not caplog.records
+        _warn_if_stolen({"steal_s": 66.5, "busy_s": 280.0, "steal_pct": 23.8})
+    assert len(caplog.records) == 1 and "23.8 %" in caplog.records[0].getMessage()
+    assert 0.1 < STEAL_WARN_PCT < 3  # between the quiet and the noisy hosts measured
+
+
 def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Path) -> None:
     """--unfed-cache: the first run measures the step alone and keeps it; a run with the same step
     settings reuses it (and says so), one with other step settings measures again."""
@@ -400,8 +415,10 @@ def test_device_split_from_timing_marks() -> None:
              "nvdec_segments": {"segments": [
                  {"epochs": [0, 230], "clips": 50000, "build_s": 1.5, "background": False},
                  {"epochs": [231, 462], "clips": 50112, "build_s": 6.25, "background": True}],
-                 "switch_s": 0.012, "retire_s": 0.8}}  # fmt: skip
+                 "switch_s": 0.012, "retire_s": 0.8},
+             "host_taken": {"steal_s": 9.0, "busy_s": 200.0, "steal_pct": 4.5}}  # fmt: skip
     line = _host(phase)
+    assert line.endswith("; steal 4.5 %")  # the hypervisor's share: a noisy machine's line
     assert "device ms/step: step 60.33, between 4.5 (longest 61 / 5), 6.98 % between" in line
     assert "hybrid waited GPU 1.5 s, CPU 0.25 s, CPU shares {'0.125': 7, '0.25': 2}" in line
     assert ("NVDEC segments [50000 clips 1.5 s, 50112 clips 6.25 s bg], boundaries 0.012 s, "
