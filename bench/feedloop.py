@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from bench.measure import cpu_seconds, host_counters, host_delta, thread_ticks, threads_cpu
+from bench.measure import (
+    BySecond,
+    cpu_seconds,
+    host_counters,
+    host_delta,
+    steal_seconds,
+    thread_ticks,
+    threads_cpu,
+)
 
 if TYPE_CHECKING:
     from bench.feed import Consumer
@@ -47,6 +55,7 @@ def timed(
     t0 = c0 = 0.0
     h0: dict[str, float] = {}
     th0: dict[int, tuple[str, int]] = {}
+    stolen = BySecond(lambda: None, 0.0)  # the hypervisor's steal in each second (from t0)
     ends: list[float] = []  # each timed step's end on the host (the clips' seconds: timeline)
     tick, ttick = time.perf_counter(), time.thread_time()
     for x, y in batches:
@@ -74,7 +83,9 @@ def timed(
         if not t0:
             if tick >= t_warm:
                 t0, c0, h0, th0 = tick, cpu_seconds(), host_counters(), thread_ticks()
+                stolen = BySecond(steal_seconds, t0)
             continue
+        stolen.at(tick)
         clips += int(x.shape[0])
         steps += 1
         ends.append(tick - t0)
@@ -98,6 +109,9 @@ def timed(
         "wall_s": round(wall, 1),
         # steps ended in each second of the timed part: a stall shows as a short second
         "steps_by_second": per_second(ends),
+        # cores the hypervisor took from the machine in each of those seconds (Linux; zeros
+        # elsewhere): a short second beside a large steal is the machine's stall, not the loader's
+        "steal_by_second": stolen.series(t0 + ends[-1]) if ends else [],
         "_t0": t0,  # perf_counter at the timed part's start (run_feed places events by it)
     }
     if len(marks) > 1:

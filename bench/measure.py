@@ -199,16 +199,13 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
     thread `thread_id` (a native id; default: the caller) was preempted (its involuntary context
     switches). Any of them stops whichever thread holds Python's lock as well."""
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        # "cpu  user nice system idle iowait irq softirq steal ...", in ticks, all CPUs
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()
-        out["steal_s"] = int(fields[8]) / tick
+    fields = _cpu_line()
+    if fields:
+        tick = os.sysconf("SC_CLK_TCK")
+        out["steal_s"] = fields[7] / tick
         # what the machine's CPUs ran (steal is counted apart): steal / busy is the share of
         # the machine's work the hypervisor delayed
-        out["busy_s"] = sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / tick
-    except (OSError, IndexError, ValueError):
-        pass
+        out["busy_s"] = sum(fields[i] for i in (0, 1, 2, 5, 6)) / tick
     for path, scale in (("/sys/fs/cgroup/cpu.stat", 1e-6), ("/sys/fs/cgroup/cpu/cpu.stat", 1e-9)):
         stat = _keyed(Path(path))
         if "nr_throttled" in stat:
@@ -220,6 +217,52 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
     if "nonvoluntary_ctxt_switches" in status:
         out["preempted"] = status["nonvoluntary_ctxt_switches"]
     return out
+
+
+def _cpu_line() -> list[int]:
+    """/proc/stat's first line, all CPUs together: user nice system idle iowait irq softirq steal
+    ..., in clock ticks; [] where there is none (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+    return fields if len(fields) >= 8 else []
+
+
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor has taken from this machine since boot, all CPUs (None: unknown)."""
+    fields = _cpu_line()
+    return fields[7] / os.sysconf("SC_CLK_TCK") if fields else None
+
+
+class BySecond:
+    """A growing counter's growth in each whole second of a window that starts at `t0`
+    (perf_counter): `at(t)` as time passes (it reads the counter only when a second has ended),
+    `series(t_end)` the growth per second, the last, partial second included, as long as
+    bench.feedloop.per_second's list for the same window. A span read late (a stall across a
+    boundary) is spread evenly over the seconds it covers."""
+
+    def __init__(self, read: Callable[[], float | None], t0: float) -> None:
+        self._read, self._t0 = read, t0
+        self._last, self._second = read(), 0
+        self._out: list[float] = []
+
+    def at(self, t: float) -> None:
+        second = int(t - self._t0)
+        if second > self._second:
+            self._close(second)
+
+    def _close(self, second: int) -> None:
+        value = self._read()
+        span = second - self._second
+        grew = 0.0 if value is None or self._last is None else value - self._last
+        self._out += [round(grew / span, 3)] * span
+        self._last, self._second = value, second
+
+    def series(self, t_end: float) -> list[float]:
+        self._close(int(t_end - self._t0) + 1)
+        return self._out
 
 
 def host_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

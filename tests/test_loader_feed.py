@@ -165,6 +165,9 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
         assert abs(host["data"] + host["launch"] + host["fence"] - period) < 0.05 * period + 1
         assert 0 <= host["data_cpu"] <= host["data"] + 1 and host["launch"] > 0
         assert sum(p["steps_by_second"]) == p["steps"]  # the timeline holds every timed step
+        # the hypervisor's steal beside it, second by second (cores)
+        assert len(p["steal_by_second"]) == len(p["steps_by_second"]), p
+        assert all(0 <= c <= out["cpu_count"] for c in p["steal_by_second"]), p
     assert 1 <= out["unfed"]["wall_s"] < out["fed"]["wall_s"]  # --unfed-seconds 1, --seconds 2
     gil = out["fed"]["gil"]  # Python's lock held by native code while fed
     assert gil["stalls"] >= 0 and gil["longest_ms"] >= 0 and "_t0" not in out["fed"]
@@ -486,6 +489,22 @@ def test_gil_probe_times_collections_and_host_counters_count_preemptions() -> No
         spinner.wait()
     assert set(delta) >= {"steal_s", "preempted", "threads"} and min(delta.values()) >= 0, delta
     assert delta["preempted"] > 0, delta
+
+
+def test_by_second_spreads_a_counter_over_the_seconds_of_a_window() -> None:
+    """BySecond: the counter's growth in each whole second from t0, read only as seconds end; a
+    late read spreads its growth over the seconds it spans; the last, partial second counts."""
+    from bench.measure import BySecond
+
+    counter = iter([10.0, 11.0, 15.0, 15.5])  # read at t0, then at three second ends
+    series = BySecond(lambda: next(counter), t0=100.0)
+    for t in (100.2, 100.9, 101.1, 101.5):  # second 0 ends at 101.1: one read (11 - 10)
+        series.at(t)
+    series.at(103.2)  # seconds 1 and 2 end together: 15 - 11 over two seconds
+    assert series.series(103.7) == [1.0, 2.0, 2.0, 0.5]  # second 3, partial: 15.5 - 15
+    unknown = BySecond(lambda: None, t0=0.0)  # no counter on this system: zeros
+    unknown.at(1.5)
+    assert unknown.series(1.8) == [0.0, 0.0]
 
 
 def test_threads_cpu_counts_a_busy_thread_by_its_name() -> None:
