@@ -122,7 +122,8 @@ class GilProbe:
     """A thread that sleeps `period_s` again and again and notes how late it wakes: Python's lock
     (the GIL) held by native code that does not let go of it (DALI builds and frees pipelines so)
     shows as a late wake-up, and stops the training thread for as long. So does a host that does
-    not run the lock's holder (host_counters says whether it was throttled or preempted).
+    not run the lock's holder (host_counters says whether it was throttled or preempted, or the
+    machine's CPUs paused by its hypervisor: steal, which made the fifteenth round's stalls).
 
     It also times Python's garbage collections (gc.callbacks), which hold the lock throughout.
     (Dumping every thread's stack at a stall, with faulthandler's watchdog, named the holder but

@@ -6,6 +6,12 @@ launches the training steps got about a third of a core when it needed one: queu
 34.6 ms of wall time for 10.7 ms of its own CPU time (alone, 14 ms for 8.6). Every millisecond it
 waits for a core is a millisecond the GPU may wait for the next step.
 
+Measured since, it has not paid: 0.901 reniced to 10 against ~0.90 (fifth round, a loader then
+short of cores), and with today's loader (~7 cores busy) 0.962, 0.958, 0.949 at 5 and 0.942 at
+10 against 0.941-0.957 on the same machine (fifteenth round), whose stalls came from the
+hypervisor pausing the machine's virtual CPUs, which no nice value reaches. So it is off (0) by
+default, a lever for hosts where the training thread really waits for a core.
+
 On Linux the nice value belongs to each thread, and a thread starts with its creator's. DALI makes
 its threads in C++, as pipelines are built (the first batch, then a new pipeline set every few
 epochs, in a background thread), so `renice_others` looks at every thread of the process each
