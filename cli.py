@@ -2,70 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import signal
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from clibench import bench
+from clikit import (
+    ByteSize,
+    Finite,
+    dataset_option,
+    existing_dir,
+    ffmpeg_option,
+    jobs_option,
+    library_errors,
+    progress_bar,
+)
+
 log = logging.getLogger("ucf3d")
-
-
-def progress_bar(desc: str, total: int | None = None) -> Callable[[int], None] | None:
-    """A tqdm-backed progress callback when stderr is a terminal, else None (library logs)."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="video", leave=False)
-
-    def update(n: int = 1, total: int | None = None) -> None:
-        if total is not None and bar.total != total:
-            bar.total = total
-            bar.refresh()
-        bar.update(n)
-
-    return update
-
-
-def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Library errors become `Error: ...` and exit 1; --debug shows the traceback instead."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (click.ClickException, click.Abort, SystemExit):
-            raise
-        except ImportError as e:  # no Paddle (train.install's one-line message); others: a bug
-            if e.name != "paddle" or click.get_current_context().find_root().obj.get("debug"):
-                raise
-            raise click.ClickException(str(e)) from e
-        except KeyboardInterrupt as e:  # Ctrl-C: the shell convention, 128 + SIGINT
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs: no traceback mid-exit
-            if click.get_current_context().find_root().obj.get("debug"):
-                traceback.print_exc()
-            click.echo(f"Interrupted{': ' + str(e) if str(e) else '.'}", err=True)
-            sys.exit(130)
-        except (OSError, ValueError, RuntimeError) as e:
-            if click.get_current_context().find_root().obj.get("debug"):
-                raise
-            raise click.ClickException(_rank_prefix() + str(e)) from e
-
-    return wrapper
-
-
-def _rank_prefix() -> str:
-    """`rank R of W: ` under paddle.distributed.launch (one error line per rank), else nothing."""
-    import os
-
-    world = int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
-    return f"rank {os.environ.get('PADDLE_TRAINER_ID', 0)} of {world}: " if world > 1 else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,64 +39,15 @@ def main(ctx: click.Context, debug: bool) -> None:
     )
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks: each prints one JSON line."""
+main.add_command(bench)  # clibench.py: bench prep, loader, feed, footage
 
 
-# ==== prep commands (synth, extract, shard, bench prep) ======================================
-
-_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
-
-
-class ByteSize(click.ParamType):
-    """64MB, 500k, 1GiB or a plain number of bytes."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        import re
-
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?[iI]?)[bB]?\s*", str(value))
-        if not m or m.group(2).upper() not in _SIZE_UNITS:
-            self.fail(f"{value!r} is not a size like 64MB, 500k or 1GiB", param, ctx)
-        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
-
-
-class Finite(click.FloatRange):
-    """A float range that also refuses nan and inf (which FloatRange lets through)."""
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        import math
-
-        v = super().convert(value, param, ctx)
-        if not math.isfinite(v):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return v
-
-
-_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
-_ffmpeg_option = click.option(
-    "--ffmpeg", envvar="UCF3D_FFMPEG", default=None, metavar="PATH",
-    help="ffmpeg binary (default: $UCF3D_FFMPEG, else the one imageio-ffmpeg ships).",
-)  # fmt: skip
-_jobs_option = click.option(
-    "--jobs", "-j", type=click.IntRange(0), default=0, show_default=True,
-    help="Parallel ffmpeg processes (0: all cores).",
-)  # fmt: skip
-
-
-_dataset_option = click.option(
-    "--dataset", type=click.Choice(["ucf101", "hmdb51"]), default="ucf101", show_default=True,
-    help="hmdb51: HMDB-51's layout (<class>/<video>.avi) and <class>_test_split<N>.txt lists.",
-)  # fmt: skip
+# ==== prep commands (synth, extract, shard) ===================================================
 
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@_dataset_option
+@dataset_option
 @click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
 @click.option("--groups", type=click.IntRange(1, 99), default=25, show_default=True)
 @click.option("--clips", type=click.IntRange(1, 99), default=1, show_default=True,
@@ -148,8 +55,8 @@ _dataset_option = click.option(
 @click.option("--seconds", type=click.FloatRange(0.8, 60), default=3.0, show_default=True,
               help="Mean clip length (each is 0.7x-1.3x this).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@_jobs_option
-@_ffmpeg_option
+@jobs_option
+@ffmpeg_option
 @library_errors
 def synth(out: Path, dataset: str, classes: int, groups: int, clips: int, seconds: float,
           seed: int, jobs: int, ffmpeg: str | None) -> None:
@@ -164,10 +71,10 @@ def synth(out: Path, dataset: str, classes: int, groups: int, clips: int, second
 
 
 @main.command()
-@_dataset_option
-@click.option("--videos", required=True, type=_existing_dir,
+@dataset_option
+@click.option("--videos", required=True, type=existing_dir,
               help="The unpacked UCF-101/ (or hmdb51_org/) directory (<Class>/<video>.avi).")
-@click.option("--splits", required=True, type=_existing_dir,
+@click.option("--splits", required=True, type=existing_dir,
               help="ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt), or "
                    "HMDB-51's testTrainMulti_7030_splits/.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -180,9 +87,9 @@ def synth(out: Path, dataset: str, classes: int, groups: int, clips: int, second
                    "clip starts (docs/BENCHMARKS.md), 16 saves ~20% disk.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Encoder quality, lower is better (default: 40 for vp9, 23 for h264).")
-@_jobs_option
+@jobs_option
 @click.option("--strict", is_flag=True, help="Exit 1 if any listed video could not be prepared.")
-@_ffmpeg_option
+@ffmpeg_option
 @library_errors
 def extract(dataset: str, videos: Path, splits: Path, out: Path, codec: str, short_side: int,
             fps: int, gop: int, crf: int | None, jobs: int, strict: bool,
@@ -239,222 +146,6 @@ def shard(work: Path | None, split: int, shards_dir: Path, manifests: Path, shar
                + (f"; {len(s['warnings'])} warning(s), see above" if s["warnings"] else ""))
 
 
-@bench.command("prep")
-@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("/tmp/ucf3d-bench-prep"), show_default=True)
-@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Real UCF-101/ videos (default: synthesize into --scratch).")
-@click.option("--splits", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None)
-@click.option("--classes", type=click.IntRange(1, 101), default=10, show_default=True)
-@click.option("--groups", type=click.IntRange(8, 99), default=8, show_default=True)
-@click.option("--seconds", type=click.FloatRange(0.8, 60), default=7.0, show_default=True)
-@click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
-@click.option("--crf", type=click.IntRange(0, 63), default=None,
-              help="Encoder quality for our route (default: extract's).")
-@click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
-              help="Alternate the two routes this many times; report each one's fastest run.")
-@_jobs_option
-@_ffmpeg_option
-@library_errors
-def bench_prep(scratch: Path, videos: Path | None, splits: Path | None, classes: int, groups: int,
-               seconds: float, codec: str, crf: int | None, repeats: int, jobs: int,
-               ffmpeg: str | None) -> None:
-    """extract+shard vs. per-frame JPEGs (the original code's route); prints one JSON line."""
-    import json
-
-    from bench.prep import BenchPrepConfig
-    from bench.prep import bench_prep as run
-
-    cfg = BenchPrepConfig(scratch, videos, splits, classes, groups, 1, seconds, jobs, codec,
-                          repeats=repeats, crf=crf, ffmpeg=ffmpeg)
-    click.echo(json.dumps(run(cfg)))
-
-
-# ==== benchmark commands (bench loader, bench feed, bench footage) ============================
-
-
-def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """What `bench loader` and `bench feed` load, and how (LoaderConfig fields)."""
-    options = [
-        click.option("--split", type=click.IntRange(1, 3), required=True),
-        click.option("--decode", type=click.Choice(["cpu", "gpu", "hybrid"]), default="cpu",
-                     show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True),
-        click.option("--threads", type=click.IntRange(1), default=None,
-                     help="DALI CPU threads (ours) or worker processes (baselines); default: all "
-                     "cores."),
-        click.option("--manifests", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                     default=Path("manifests"), show_default=True),
-        click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                     default=None, help="Default: the split summary's shards_dir."),
-        click.option("--start-align", type=click.IntRange(1), default=1, show_default=True),
-        click.option("--clip-size", type=click.IntRange(16), default=112, show_default=True),
-        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
-                     show_default=True),
-        click.option("--output", type=click.Choice(["float", "uint8"]), default=None,
-                     help="What leaves DALI (default: uint8 when decoding on the GPU)."),
-        click.option("--handover", type=click.Choice(["kernel", "ops"]), default="kernel",
-                     show_default=True, help="GPU, uint8: normalise in one kernel per chunk, "
-                     "or with the framework's ops (concatenate, transpose, cast, subtract)."),
-        click.option("--gpu-resize", type=click.Choice(["auto", "dali", "kernel"]),
-                     default="auto", show_default=True, help="GPU: who crops and resizes "
-                     "NVDEC's frames: DALI's fn.resize, or the hand-over kernel as it normalises "
-                     "(auto: the kernel where the clips leave DALI as uint8)."),
-        click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
-        click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
-                     help="Take DALI's outputs in a loader thread this many batches ahead "
-                     "(0: in the consumer's thread)."),
-        click.option("--loader-nice", type=click.IntRange(0, 19), default=0, show_default=True,
-                     help="Run the loader's threads (every thread but the consumer's) at this "
-                     "nice value, so the consumer keeps a core (0: leave them; Linux)."),
-        click.option("--pipelines", type=click.IntRange(1), default=24,
-                     show_default=True, help="GPU: concurrent NVDEC pipelines."),
-        click.option("--gpu-batch", type=click.IntRange(1), default=16, show_default=True,
-                     help="GPU: clips per pipeline iteration."),
-        click.option("--gpu-threads", type=click.IntRange(1), default=2, show_default=True,
-                     help="GPU: CPU threads per NVDEC pipeline."),
-        click.option("--check-lag", type=click.IntRange(0), default=0, show_default=True,
-                     help="GPU: check each chunk's plan lines this many chunks later (0: at once; "
-                     "reading them waits for the chunk's GPU work)."),
-        click.option("--cpu-share", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help="hybrid: share of each batch decoded on the CPU (default: adapted)."),
-        click.option("--segment-clips", type=click.IntRange(1), default=None,
-                     help="GPU: clips planned ahead per set of NVDEC pipelines (default: 50,000; "
-                     "the hybrid's adaptive share moves once per such plan)."),
-        click.option("--lazy-init/--no-lazy-init", default=False, show_default=True,
-                     help="GPU: NVDEC readers open their files on their first run, in their own "
-                     "threads, not while DALI builds them holding Python's lock."),
-        click.option("--pace", type=click.FloatRange(0, 10), default=0.05, show_default=True,
-                     help="GPU: seconds between pipelines shut down or built in the background "
-                     "(0: all at once)."),
-        click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="GPU: local video cache (default $UCF3D_CACHE, ~/.cache/ucf3d/videos)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _bench_loader_config(opts: dict[str, Any]) -> Any:
-    """Pop the _loader_options values from opts into a training-mode LoaderConfig."""
-    import os
-
-    from loader import LoaderConfig
-
-    return LoaderConfig(
-        manifests=opts.pop("manifests"), shards=opts.pop("shards"), split=opts.pop("split"),
-        subset="train", mode="train", batch_size=opts.pop("batch_size"),
-        decode=opts.pop("decode"), dtype=opts.pop("dtype"), output=opts.pop("output"),
-        handover=opts.pop("handover"), gpu_resize=opts.pop("gpu_resize"),
-        size=opts.pop("clip_size"),
-        num_threads=opts.pop("threads") or os.cpu_count() or 1,
-        start_align=opts.pop("start_align"), prefetch=opts.pop("prefetch"),
-        thread_ahead=opts.pop("thread_ahead"), loader_nice=opts.pop("loader_nice"),
-        gpu_pipelines=opts.pop("pipelines"), gpu_batch=opts.pop("gpu_batch"),
-        gpu_threads=opts.pop("gpu_threads"), gpu_check_lag=opts.pop("check_lag"),
-        cpu_share=opts.pop("cpu_share"), gpu_segment_clips=opts.pop("segment_clips"),
-        gpu_lazy_init=opts.pop("lazy_init"), gpu_pace_s=opts.pop("pace"),
-        cache_dir=opts.pop("cache"),
-    )  # fmt: skip
-
-
-@bench.command("loader")
-@_loader_options
-@click.option("--baseline", type=click.Choice(["ours", "jpeg", "pyav"]), default="ours",
-              show_default=True, help="jpeg/pyav: Hara-style JPEG frames or PyAV on the AVIs.")
-@click.option("--seconds", type=click.FloatRange(1), default=20.0, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0), default=5.0, show_default=True)
-@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Source UCF-101/ (<Class>/<key>.avi): needed by the baselines.")
-@library_errors
-def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | None,
-                 **opts: Any) -> None:
-    """Training-loader throughput alone (full Hara augmentation) after a warm-up; one JSON line."""
-    import json
-
-    from bench.loader import BenchConfig, run_bench
-
-    if baseline != "ours" and videos is None:
-        raise click.BadParameter("the jpeg and pyav baselines need --videos", param_hint="--videos")
-    lcfg = _bench_loader_config(opts)
-    cfg = BenchConfig(lcfg, baseline, seconds, warmup, videos, workers=lcfg.num_threads)
-    click.echo(json.dumps(run_bench(cfg)))
-
-
-@bench.command("feed")
-@_loader_options
-@click.option("--consumer", type=click.Choice(["auto", "paddle", "torch"]), default="auto",
-              show_default=True, help="The training step: the project's Paddle step, or (GPU "
-              "machines without a CUDA Paddle) a PyTorch R3D-18 stand-in; auto picks.")
-@click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
-@click.option("--model", default="r3d18", show_default=True,
-              help="Paddle consumer: any `ucf3d train --model` name (tiny for CPU runs).")
-@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="bf16",
-              show_default=True)
-@click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0), default=15.0, show_default=True)
-@click.option("--unfed-seconds", type=click.FloatRange(1), default=None,
-              help="Time the step alone for this long (default: --seconds).")
-@click.option("--in-flight", type=click.IntRange(1), default=2, show_default=True,
-              help="Steps queued on the device before the host waits.")
-@click.option("--stream", type=click.Choice(["side", "high", "default"]), default="side",
-              show_default=True, help="side: steps on a non-blocking stream (as ucf3d train); "
-              "high: the same at high priority (ucf3d train --step-stream high).")
-@click.option("--graph", is_flag=True, help="PyTorch stand-in: CUDA-graph the step.")
-@click.option("--cuda-sync", type=click.Choice(["auto", "spin", "yield", "blocking"]),
-              default="auto", show_default=True,
-              help="How host threads wait for the GPU (the CUDA context's scheduling flag; "
-              "blocking frees cores but fed the step worse on an H200: docs/BENCHMARKS.md).")
-@click.option("--loader-sms", type=click.IntRange(0), default=None, show_default="auto",
-              help="GPU: run the fed steps on all but N SMs (a CUDA green context), leaving N to "
-              "the loader's kernels; the step alone is timed there too. 0: every SM; auto: as "
-              "ucf3d train (2 with NVDEC decoding).")
-@click.option("--sm-split", type=click.Choice(["aligned", "fine"]), default="fine",
-              show_default=True, help="--loader-sms: SM by SM (as ucf3d train), or in the GPU's "
-              "partition granularity (8 SMs on Hopper; keeps wide thread-block clusters).")
-@click.option("--unfed-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON file of the step-alone figures: reuse them when this step (same model, "
-              "batch, partition, timing...) was measured before, else measure and add them.")
-@click.option("--keep-last", is_flag=True,
-              help="Keep each epoch's last, partial batch (by default it is dropped, so that every "
-              "fed step has --batch-size clips, like the step alone).")
-@click.option("--profile-steps", type=click.IntRange(0), default=0, show_default=True,
-              help="PyTorch stand-in: after the timed window, profile N more fed steps and add "
-              "`kernels` (the step's stream against the loader's, per step) to the line.")
-@library_errors
-def bench_feed(keep_last: bool, **opts: Any) -> None:
-    """Training step alone vs fed by the loader, same device, same process; one JSON line."""
-    import dataclasses
-    import json
-
-    from bench.feed import FeedConfig, run_feed
-    from loader.config import clips_on_for
-
-    lcfg = _bench_loader_config(opts)  # clips handed over where the step runs, as in train
-    lcfg = dataclasses.replace(lcfg, clips_on=clips_on_for(opts["device"], lcfg.decode),
-                               drop_last=not keep_last)  # fmt: skip
-    opts["sm_fine"] = opts.pop("sm_split") == "fine"
-    click.echo(json.dumps(run_feed(FeedConfig(lcfg, **opts))))
-
-
-@bench.command("footage")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--source", "sources", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A camera video to cut clips from (repeatable).")
-@click.option("--classes", type=click.IntRange(1, 101), default=12, show_default=True)
-@click.option("--groups", type=click.IntRange(8, 99), default=25, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@_jobs_option
-@library_errors
-def bench_footage(out: Path, sources: tuple[Path, ...], classes: int, groups: int, seed: int,
-                  jobs: int | None) -> None:
-    """Real footage for benchmarks: UCF-101-shaped clips cut from camera videos."""
-    from bench.footage import FootageConfig, footage
-
-    r = footage(FootageConfig(sources, out, classes, groups, seed=seed, jobs=jobs or None))
-    click.echo(f"footage: {r['videos']} clips of {r['classes']} classes -> {out}")
 
 
 # ==== train commands (train, eval, export, predict) ===========================================
