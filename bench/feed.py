@@ -196,7 +196,7 @@ def run_feed(cfg: FeedConfig) -> dict:
 
 
 # share of the machine's busy CPU time its hypervisor may take before bench feed warns: ~0.1 % on
-# a quiet H200 host; ~3-35 % on one whose fed lines all had 27-80 ms stalls (docs/BENCHMARKS.md,
+# a quiet H200 host; ~3-35 % on one where 11 of 13 fed lines stalled 45-82 ms (docs/BENCHMARKS.md,
 # "Fifteenth round")
 STEAL_WARN_PCT = 1.0
 

@@ -325,7 +325,8 @@ def threads_cpu(
 ) -> dict[str, list[float]]:
     """Cores used between two thread_ticks() by this process's threads, grouped by name with the
     digits taken out ("ucf3d-segment_0" and DALI's numbered workers each count as one group):
-    {group: [cores, threads]}, the `top` busiest groups, busiest first."""
+    {group: [cores, threads]}, the `top` busiest groups, busiest first. A thread that ended
+    before `after` was taken is not counted (its ticks are gone with it)."""
     tick = os.sysconf("SC_CLK_TCK")
     groups: dict[str, list[float]] = {}
     for tid, (name, ticks) in after.items():
