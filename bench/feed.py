@@ -47,6 +47,7 @@ from bench.feedloop import run_steps, timed
 from bench.measure import GilProbe, GpuSampler, gpu_name
 from loader import ClipLoader, LoaderConfig
 from loader.greenctx import STEP_STREAMS
+from loader.hostmem import STEAL_WARN_PCT
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +194,6 @@ def run_feed(cfg: FeedConfig) -> dict:
     result["fed_vs_unfed"] = round(fed["clips_per_s"] / whole["clips_per_s"], 3)
     _warn_if_stolen(fed["host_taken"])
     return result
-
-
-# share of the machine's busy CPU time its hypervisor may take before bench feed warns: ~0.1 % on
-# a quiet H200 host; ~3-35 % on one where 11 of 13 fed lines stalled 45-82 ms (docs/BENCHMARKS.md,
-# "Fifteenth round")
-STEAL_WARN_PCT = 1.0
 
 
 def _warn_if_stolen(taken: dict[str, float]) -> None:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from loader.hostmem import cpu_busy_steal
+
 
 @functools.cache  # one nvidia-smi per process (bench feed names the GPU twice: line, cache key)
 def gpu_name() -> str:
@@ -200,13 +202,9 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
     thread `thread_id` (a native id; default: the caller) was preempted (its involuntary context
     switches). Any of them stops whichever thread holds Python's lock as well."""
     out: dict[str, float] = {}
-    fields = _cpu_line()
-    if fields:
-        tick = os.sysconf("SC_CLK_TCK")
-        out["steal_s"] = fields[7] / tick
-        # what the machine's CPUs ran (steal is counted apart): steal / busy is the share of
-        # the machine's work the hypervisor delayed
-        out["busy_s"] = sum(fields[i] for i in (0, 1, 2, 5, 6)) / tick
+    cpu = cpu_busy_steal()
+    if cpu is not None:  # steal / busy: the share of the machine's work the hypervisor delayed
+        out["busy_s"], out["steal_s"] = cpu
     for path, scale in (("/sys/fs/cgroup/cpu.stat", 1e-6), ("/sys/fs/cgroup/cpu/cpu.stat", 1e-9)):
         stat = _keyed(Path(path))
         if "nr_throttled" in stat:
@@ -220,21 +218,10 @@ def host_counters(thread_id: int | None = None) -> dict[str, float]:
     return out
 
 
-def _cpu_line() -> list[int]:
-    """/proc/stat's first line, all CPUs together: user nice system idle iowait irq softirq steal
-    ..., in clock ticks; [] where there is none (not Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return []
-    return fields if len(fields) >= 8 else []
-
-
 def steal_seconds() -> float | None:
     """CPU time the hypervisor has taken from this machine since boot, all CPUs (None: unknown)."""
-    fields = _cpu_line()
-    return fields[7] / os.sysconf("SC_CLK_TCK") if fields else None
+    cpu = cpu_busy_steal()
+    return None if cpu is None else cpu[1]
 
 
 class BySecond:

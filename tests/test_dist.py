@@ -338,13 +338,16 @@ def test_merge_eval_restores_one_process_order() -> None:
 def test_merge_train_weights_by_clips() -> None:
     parts = [
         {"loss": 1.0, "acc": 0.5, "clips": 4, "clips_per_s": 2.0, "data_wait_pct": 10.0,
-         "time_s": 2.0},
+         "time_s": 2.0, "host_steal_pct": 0.1},
         {"loss": 3.0, "acc": 1.0, "clips": 4, "clips_per_s": 1.0, "data_wait_pct": 30.0,
-         "time_s": 4.0},
+         "time_s": 4.0, "host_steal_pct": 12.5},
     ]  # fmt: skip
     m = dist.merge_train(parts)
     assert (m["loss"], m["acc"], m["clips"], m["time_s"]) == (2.0, 0.75, 8, 4.0)
     assert (m["clips_per_s"], m["data_wait_pct"], m["ranks"]) == (2.0, 30.0, 2)
+    assert m["host_steal_pct"] == 12.5  # the noisiest rank's host
+    bare = [{k: v for k, v in p.items() if k != "host_steal_pct"} for p in parts]
+    assert "host_steal_pct" not in dist.merge_train(bare)  # not Linux: not made up
 
 
 @pytest.mark.parametrize(

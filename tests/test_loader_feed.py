@@ -601,3 +601,21 @@ def test_hybrid_reports_the_share_its_batches_are_cut_with(prepared, tmp_path, c
             assert "share of 0.3 is cut as 0.5" in caplog.text
         finally:
             be.close()
+
+
+def test_cpu_busy_steal_reads_the_machine_and_steal_pct_compares_two_readings() -> None:
+    """loader.hostmem: /proc/stat's busy and stolen seconds only grow; steal_pct is the stolen
+    share of the busy time between two readings, None where either is missing or nothing ran."""
+    import time
+
+    from loader.hostmem import cpu_busy_steal, steal_pct
+
+    before = cpu_busy_steal()
+    assert before is not None and before[0] > 0 and before[1] >= 0  # Linux CI
+    t_end = time.perf_counter() + 0.2
+    while time.perf_counter() < t_end:
+        sum(range(10_000))
+    after = cpu_busy_steal()
+    assert after[0] >= before[0] and after[1] >= before[1]
+    assert steal_pct((100.0, 1.0), (200.0, 6.0)) == 5.0
+    assert steal_pct(None, after) is None and steal_pct((5.0, 0.0), (5.0, 0.0)) is None

@@ -83,6 +83,7 @@ def test_fit_writes_run_outputs(tmp_path: Path, data) -> None:
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_clips_per_s",
                 "train_data_wait_pct", "train_time_s", "time_s"):  # fmt: skip
         assert key in lines[0]
+    assert 0 <= lines[0]["train_host_steal_pct"] <= 100  # Linux: the hypervisor's share
     config = json.loads((run / "config.json").read_text())
     assert config["num_classes"] == 4 and config["model"] == "tiny" and config["shortcut"] == "A"
     state = ck.load_checkpoint(run / ck.LAST)
@@ -347,3 +348,27 @@ def test_step_stream_option(tmp_path: Path, data) -> None:
     run = fit(tiny_cfg(tmp_path / "run", epochs=1, step_stream="default"),
               train_data=data[0], val_data=data[1])  # fmt: skip
     assert json.loads((run / "config.json").read_text())["step_stream"] == "default"
+
+
+def test_fit_warns_when_the_hypervisor_took_the_machines_cpu(tmp_path: Path, data, monkeypatch,
+                                                              caplog) -> None:  # fmt: skip
+    """An epoch during which the machine's hypervisor took STEAL_WARN_PCT or more of its busy CPU
+    time is recorded (train_host_steal_pct) and flagged in the log. The hypervisor cannot be
+    summoned in a test: the /proc/stat reading is replaced by one whose steal grows by 20 % of
+    its busy time at every reading."""
+    import logging
+
+    import train.loop
+
+    readings = iter(range(1, 10_000))
+
+    def busy_steal() -> tuple[float, float]:
+        n = next(readings)
+        return 100.0 * n, 20.0 * n
+
+    monkeypatch.setattr(train.loop, "cpu_busy_steal", busy_steal)
+    with caplog.at_level(logging.WARNING, logger="train.run"):
+        run = fit(tiny_cfg(tmp_path / "run", epochs=1), train_data=data[0], val_data=data[1])
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["train_host_steal_pct"] == 20.0
+    assert any("hypervisor took 20.0 %" in r.getMessage() for r in caplog.records)

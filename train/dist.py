@@ -126,7 +126,8 @@ def check_replicas(model: paddle.nn.Layer) -> None:
 
 def merge_train(parts: list[dict[str, float]]) -> dict[str, float]:
     """One epoch's train_one_epoch results of all ranks as one: loss and accuracy over every
-    clip, clips summed, the slowest rank's time and the largest data wait; `ranks`: how many."""
+    clip, clips summed, the slowest rank's time, the largest data wait and host steal; `ranks`:
+    how many."""
     if len(parts) == 1:
         return {**parts[0], "ranks": 1}
     clips = sum(p["clips"] for p in parts)
@@ -140,7 +141,13 @@ def merge_train(parts: list[dict[str, float]]) -> dict[str, float]:
         "clips_per_s": clips / time_s,
         "data_wait_pct": max(p["data_wait_pct"] for p in parts),
         "time_s": time_s,
-    }
+    } | _most("host_steal_pct", parts)
+
+
+def _most(key: str, parts: list[dict[str, float]]) -> dict[str, float]:
+    """{key: the largest of the parts' values} where some part has one, else {}."""
+    values = [p[key] for p in parts if key in p]
+    return {key: max(values)} if values else {}
 
 
 def _video_runs(keys: list[str]) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from loader.hostmem import cpu_busy_steal, steal_pct
 from train.metrics import clip_scores
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,15 @@ def train_one_epoch(
     and read every `log_every` steps and at the end (reading is what synchronises), so the next
     batch is fetched while the GPU still computes. `on_step(step, loss)` reads every step's loss
     and so synchronises every step (tests use it). Data wait is the time the host spends blocked
-    in the loader.
+    in the loader. `host_steal_pct` (Linux): the share of the machine's busy CPU time its
+    hypervisor took meanwhile, which slows training whatever feeds it (docs/BENCHMARKS.md,
+    "Fifteenth round").
     """
     model.train()
     loss_sum = correct = None  # device scalars: sums over the epoch
     clips_seen = steps = 0
     wait = 0.0
+    host0 = cpu_busy_steal()
     start = tick = time.perf_counter()
     for step, batch in enumerate(batches):
         if max_steps is not None and step >= max_steps:
@@ -143,7 +147,7 @@ def train_one_epoch(
     mean_loss = _finite(loss_sum, epoch, steps - 1) / clips_seen
     acc = int(correct) / clips_seen
     elapsed = time.perf_counter() - start
-    return {
+    out = {
         "loss": mean_loss,
         "acc": acc,
         "clips": clips_seen,
@@ -151,6 +155,10 @@ def train_one_epoch(
         "data_wait_pct": 100 * wait / elapsed,
         "time_s": elapsed,
     }
+    stolen = steal_pct(host0, cpu_busy_steal())  # a hypervisor pausing the CPUs stalls training
+    if stolen is not None:
+        out["host_steal_pct"] = stolen
+    return out
 
 
 def _finite(value: paddle.Tensor, epoch: int, step: int) -> float:

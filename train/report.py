@@ -277,6 +277,10 @@ def _throughput_lines(metrics: list[dict[str, Any]], result: dict[str, Any] | No
         f"| training time | {train_s:.0f} s over {len(metrics)} epochs |",
         f"| training + validation time | {total_s:.0f} s |",
     ]
+    stolen = [r["train_host_steal_pct"] for r in steady if "train_host_steal_pct" in r]
+    if stolen:  # a hypervisor that pauses the CPUs slows training whatever the settings
+        lines.append(f"| CPU time taken by the hypervisor (epochs 2+, largest) | "
+                     f"{max(stolen):.1f} % of the busy time |")  # fmt: skip
     for mode, m in (result or {}).get("modes", {}).items():
         if m.get("time_s"):
             lines.append(f"| evaluation, {mode} mode | {m['clips'] / m['time_s']:.1f} clips/s "

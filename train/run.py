@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 from paddle.utils import unique_name
 
+from loader.hostmem import STEAL_WARN_PCT
 from train import checkpoint as ck
 from train import dist
 from train.config import TrainConfig, write_json
@@ -191,6 +192,10 @@ def _fit(cfg, state, ckpt_path, classes, train_data, val_data) -> Path:
             sched.step()
         record["time_s"] = time.perf_counter() - started  # train + validation
         log.info("epoch %d: %s", epoch + 1, _fmt(record))
+        if record.get("train_host_steal_pct", 0.0) >= STEAL_WARN_PCT:
+            log.warning("epoch %d: this machine's hypervisor took %.1f %% of its busy CPU time: "
+                        "training (and its loader) ran slower for it, not for the loader's "
+                        "settings", epoch + 1, record["train_host_steal_pct"])  # fmt: skip
         if main:
             append_metrics(run / METRICS_JSONL, record)
         _check_finite(model, record)  # never save diverged weights as best or last
