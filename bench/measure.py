@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from loader.hostmem import cpu_busy_steal
+from loader.hostmem import cpu_busy_steal, steal_pct
 
 
 @functools.cache  # one nvidia-smi per process (bench feed names the GPU twice: line, cache key)
@@ -258,8 +258,10 @@ def host_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     host is at the end: the process's threads (Linux) and the 1-minute load average (runnable
     threads, machine-wide; more than the cores means threads wait for one)."""
     out = {k: round(after[k] - before[k], 3) for k in before if k in after}
-    if out.get("busy_s"):
-        out["steal_pct"] = round(100 * out.get("steal_s", 0.0) / out["busy_s"], 1)
+    readings = [(c["busy_s"], c["steal_s"]) if "busy_s" in c else None for c in (before, after)]
+    stolen = steal_pct(*readings)
+    if stolen is not None:
+        out["steal_pct"] = round(stolen, 1)
     if os.path.isdir("/proc/self/task"):
         out["threads"] = len(os.listdir("/proc/self/task"))
     if hasattr(os, "getloadavg"):

@@ -59,8 +59,8 @@ def cpu_busy_steal() -> tuple[float, float] | None:
 def steal_pct(
     before: tuple[float, float] | None, after: tuple[float, float] | None
 ) -> float | None:
-    """Stolen CPU time as a share of the busy time between two cpu_busy_steal() readings (%),
-    or None where either is unknown or nothing ran."""
+    """Stolen CPU time as a share of the busy time between two cpu_busy_steal() readings (%,
+    unrounded), or None where either is unknown or nothing ran."""
     if before is None or after is None or after[0] <= before[0]:
         return None
-    return round(100 * (after[1] - before[1]) / (after[0] - before[0]), 2)
+    return 100 * (after[1] - before[1]) / (after[0] - before[0])

@@ -157,7 +157,7 @@ def train_one_epoch(
     }
     stolen = steal_pct(host0, cpu_busy_steal())  # a hypervisor pausing the CPUs stalls training
     if stolen is not None:
-        out["host_steal_pct"] = stolen
+        out["host_steal_pct"] = round(stolen, 2)
     return out
 
 
