@@ -86,6 +86,10 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               help="GPU: train on all but N of the GPU's SMs (a CUDA green context, CUDA 12.4+), "
               "so the NVDEC loader's per-frame kernels never queue behind the step's. auto: 2 "
               "with --decode gpu/hybrid, else 0 (off).")
+@click.option("--handover-stream", type=click.Choice(["step", "side", "rest"]), default=None,
+              show_default="step", help="GPU: where the hand-over kernel turns DALI's clips into "
+              "the batch: on the step's stream before the step, or one batch ahead on a stream "
+              "of its own, beside the step before (rest: on the SMs --loader-sms leaves free).")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")
@@ -157,7 +161,8 @@ def train(ctx: click.Context, **opts: Any) -> None:
     opts["compile"] = opts.pop("compile_")
     loader = {"start_align": opts.pop("start_align"), "flip": opts.pop("flip"),
               "scales": opts.pop("scales") or list(HARA_SCALES)}  # fmt: skip
-    for name in ("cpu_share", "gpu_pipelines", "gpu_segment_clips"):  # else LoaderConfig's
+    # not given: LoaderConfig's defaults
+    for name in ("cpu_share", "gpu_pipelines", "gpu_segment_clips", "handover_stream"):
         if (value := opts.pop(name)) is not None:
             loader[name] = value
     opts["loader_options"] = loader  # the crop and flip used are stored in the run's config

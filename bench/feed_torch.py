@@ -14,6 +14,7 @@ from loader import ClipLoader
 from loader.backend import Frames
 from loader.bridge import Holder
 from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
+from loader.staging import one_ahead
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -176,10 +177,11 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         fixed = (torch.randn(shape, device="cuda", dtype=getattr(torch, lc.dtype))
                  .contiguous(memory_format=torch.channels_last_3d),
                  torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
-    step, into = eager, None
+    step, into = eager, []
     if cfg.graph:  # the graph's own input is the resident batch: the step alone copies nothing
-        step, fixed = _graphed(eager, model, opt, fixed, dtype)
-        into = fixed[0]
+        # batches handed over ahead are written while the step before runs: two inputs in turn
+        step, inputs = _graphed(eager, model, opt, fixed, dtype, 2 if lc.stages_handover() else 1)
+        fixed, into = inputs[0], [x for x, _ in inputs]
 
     def fence() -> Callable[[], None]:
         event = torch.cuda.Event()
@@ -193,6 +195,19 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
         return shared_partition(torch.cuda.current_device(), loader_sms, cfg.sm_fine)
 
+    hand_streams: list[Any] = []
+
+    def handover_stream() -> Any:
+        """The stream batches are handed over on ahead (LoaderConfig.handover_stream): on the SMs
+        the partition leaves ("rest", where there is a partition), else an ordinary one."""
+        if not hand_streams:
+            sms = cfg.steps_loader_sms()
+            if lc.handover_stream == "rest" and sms:
+                hand_streams.append(torch.cuda.ExternalStream(partition(sms).rest_stream()))
+            else:
+                hand_streams.append(torch.cuda.Stream())
+        return hand_streams[0]
+
     def stream(loader_sms: int) -> Any:
         """The side stream, or (loader_sms) a stream in a green context leaving those SMs free."""
         if not loader_sms:
@@ -201,12 +216,39 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         green.wait_stream(side)
         return torch.cuda.stream(green)
 
+    def labels(batch: Any) -> Any:
+        return torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
+
     def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
+        if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging)
+            yield from one_ahead(loader.raw_epoch(epoch), stage, ready)
+            return
         for clips, batch in loader.raw_epoch(epoch):
-            y = torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
-            x = to_torch(clips, len(batch), lc, into)
+            x = to_torch(clips, len(batch), lc, into[0] if into else None)
             holder.hold(clips, on_gpu=True)
-            yield x, y
+            yield x, labels(batch)
+
+    staged = [0]  # batches staged so far: a graphed step's inputs are used in turn
+
+    def stage(pair: tuple[Any, Any]) -> tuple[Any, Any, Any]:
+        """Queue the batch's hand-over on the hand-over stream, after the steps queued so far."""
+        clips, batch = pair
+        training, hand = torch.cuda.current_stream(), handover_stream()
+        hand.wait_stream(training)  # the memory it writes may be theirs until they are done
+        out = into[staged[0] % len(into)] if into else None
+        staged[0] += 1
+        with torch.cuda.stream(hand):
+            x = to_torch(clips, len(batch), lc, out)
+            holder.hold(clips, on_gpu=True)  # until the hand-over stream is past this kernel
+            done = torch.cuda.Event()
+            done.record()
+        x.record_stream(training)  # a batch of its own is not reused before the step has read it
+        return x, labels(batch), done
+
+    def ready(item: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+        x, y, done = item
+        torch.cuda.current_stream().wait_event(done)
+        return x, y
 
     def mark() -> Any:
         event = torch.cuda.Event(enable_timing=True)
@@ -240,51 +282,60 @@ def _profile(run: Callable[[], None], steps: int) -> dict:
     return summarize(trace, steps)
 
 
-def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple,
-             dtype: Any) -> tuple[Callable, tuple]:  # fmt: skip
-    """The whole step as a CUDA graph, and the graph's input (clips, labels).
+def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
+             inputs: int = 1) -> tuple[Callable, list[tuple]]:  # fmt: skip
+    """The whole step as a CUDA graph, and the graph's inputs: `inputs` (clips, labels) pairs,
+    one graph each (batches handed over ahead are written into one while the step on the other
+    runs), the first of them the resident batch.
 
-    The step replays the graph on its input; other tensors are copied into it first (batches
-    normalised into it by to_torch are not: they are there already, as the resident batch is).
+    The step replays the graph of the input it is given; other tensors are copied into the first
+    input first (batches normalised into an input by to_torch are not: they are there already, as
+    the resident batch is). The graphs share one memory pool: they replay one at a time, in turn,
+    on one stream.
 
-    The graph is captured on the stream it first runs on, one graph per stream: a graph's kernels
-    keep the context they were captured in, so a graph captured in the primary context and replayed
-    on a green context's stream runs on every SM, partition or not (rounds four to nine captured it
-    on the side stream: their "graphed step on the partition" had the whole GPU, which is why it
-    lost nothing to the partition, even at 116 SMs). Warming up on that stream first also lets
-    cuDNN pick kernels that launch on the partition's SMs.
+    A graph is captured on the stream it first runs on, one graph per stream and input: a graph's
+    kernels keep the context they were captured in, so a graph captured in the primary context and
+    replayed on a green context's stream runs on every SM, partition or not (rounds four to nine
+    captured it on the side stream: their "graphed step on the partition" had the whole GPU, which
+    is why it lost nothing to the partition, even at 116 SMs). Warming up on that stream first
+    also lets cuDNN pick kernels that launch on the partition's SMs.
     """
     import torch
     import torch.nn.functional as F
 
-    sx, sy = fixed[0].clone(), fixed[1].clone()
-    graphs: dict[int, Any] = {}  # the capturing stream's handle -> its graph
+    pairs = [(fixed[0].clone(), fixed[1].clone()) for _ in range(inputs)]
+    graphs: dict[tuple[int, int], Any] = {}  # (capturing stream's handle, input) -> its graph
+    pool: list[Any] = []  # the graphs' shared memory pool, from the first capture on
 
-    def capture() -> Any:
+    def capture(sx: Any, sy: Any) -> Any:
         stream = torch.cuda.current_stream()
         for _ in range(5):
             eager(sx, sy)
         graph = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         # thread-local: the loader's threads may be calling CUDA meanwhile
-        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool=pool[0] if pool else None, stream=stream,
+                              capture_error_mode="thread_local"):  # fmt: skip
             with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None,
                                 cache_enabled=False):  # fmt: skip
                 loss = F.cross_entropy(model(sx), sy)
             loss.backward()
             opt.step()
+        pool[:] = [graph.pool()]
         return graph
 
     def step(x: Any, y: Any) -> None:
-        if x.shape[0] != sx.shape[0]:
+        if x.shape[0] != pairs[0][0].shape[0]:
             return eager(x, y)
+        i = next((i for i, (sx, _) in enumerate(pairs) if x is sx), 0)
+        sx, sy = pairs[i]
         if x is not sx:
             sx.copy_(x)
         if y is not sy:
             sy.copy_(y)
-        key = torch.cuda.current_stream().cuda_stream
+        key = (torch.cuda.current_stream().cuda_stream, i)
         if key not in graphs:
-            graphs[key] = capture()
+            graphs[key] = capture(sx, sy)
         graphs[key].replay()
 
-    return step, (sx, sy)
+    return step, pairs

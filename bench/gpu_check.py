@@ -159,6 +159,39 @@ def segments(args: argparse.Namespace) -> dict:
             "nvdec_segments": report}
 
 
+def staging(args: argparse.Namespace) -> dict:
+    """The hand-over one batch ahead (loader.staging) gives the stand-in's steps the same batches,
+    bit for bit, as on the training stream, with steps running: eager and graphed (two inputs in
+    turn), on an ordinary stream and on the SMs the partition leaves. Each batch is summed on the
+    training stream where the step reads it, before the next one is staged."""
+    import torch
+
+    from bench.feed import FeedConfig
+    from bench.feed_torch import torch_consumer
+
+    sums: dict[str, list[float]] = {}
+    for where, graph in (("step", False), ("side", False), ("rest", False), ("step", True),
+                         ("side", True), ("rest", True)):  # fmt: skip
+        cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
+                           batch_size=64, decode="gpu", seed=7, cache_dir=args.cache,
+                           dtype="float16", gpu_pipelines=4, handover_stream=where)  # fmt: skip
+        feed = FeedConfig(loader=cfg, consumer="torch", graph=graph, loader_sms=2)
+        consumer = torch_consumer(feed)
+        got = []
+        with consumer.stream(2), ClipLoader(cfg) as loader:
+            for i, (x, y) in enumerate(consumer.batches(loader, 1)):
+                got.append(x.double().sum())  # on the training stream, as the step reads x
+                consumer.step(x, y)
+                if i + 1 >= 3 * args.batches:
+                    break
+            torch.cuda.synchronize()
+        sums[f"{where}{'-graph' if graph else ''}"] = [float(v) for v in got]
+    first = sums["step"]
+    same = {k: v == first for k, v in sums.items()}
+    assert all(same.values()), same
+    return {"check": "staging", "batches": len(first), "identical": same}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifests", type=Path, required=True)
@@ -166,9 +199,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/ucf3d-cache"))
     ap.add_argument("--split", type=int, default=1)
     ap.add_argument("--batches", type=int, default=4)
-    ap.add_argument("--only", choices=["segments", "resize"], help="run this check alone")
+    ap.add_argument("--only", choices=["segments", "resize", "staging"],
+                    help="run this check alone")
     args = ap.parse_args()
     t0 = time.time()
+    if args.only in (None, "staging"):
+        print(json.dumps(staging(args)), flush=True)
+    if args.only == "staging":
+        return
     if args.only in (None, "resize"):
         for mode in ("train", "clip", "video"):
             print(json.dumps(resize(args, mode)), flush=True)

@@ -17,6 +17,7 @@ from .config import LoaderConfig
 from .nice import renice_others
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
+from .staging import one_ahead
 
 if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge), not before
     import paddle
@@ -48,6 +49,7 @@ class ClipLoader:
         self.classes: list[str] = self.dataset.classes
         self._backend: Backend | None = None
         self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
+        self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side" or "rest")
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
     def plan(self, epoch: int) -> np.ndarray:
@@ -102,18 +104,67 @@ class ClipLoader:
             pairs.close()  # an abandoned epoch reaches the backend now, as `yield from` did
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack."""
+        """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack.
+
+        With cfg.handover_stream "side" or "rest" (GPU, the hand-over kernel) each batch is
+        handed over one batch ahead on a stream of its own (loader.staging)."""
+        if self.cfg.stages_handover():
+            yield from one_ahead(self.raw_epoch(epoch), self._stage, self._ready)
+            return
         for clips, batch in self.raw_epoch(epoch):
             tensor = to_paddle(clips, len(batch), self.cfg)
             self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
-            yield Batch(
-                tensor,
-                labels_to_paddle(batch.labels, pinned=tensor.place.is_gpu_place()),
-                batch.keys,
-                batch.requests["clip"].copy(),
-            )
+            yield self._batch(tensor, batch)
+
+    @staticmethod
+    def _batch(tensor: paddle.Tensor, batch: PlanBatch) -> Batch:
+        on_gpu = tensor.place.is_gpu_place()
+        labels = labels_to_paddle(batch.labels, pinned=on_gpu)
+        return Batch(tensor, labels, batch.keys, batch.requests["clip"].copy())
+
+    def _stage(self, pair: tuple[Any, PlanBatch]) -> tuple[paddle.Tensor, PlanBatch, Any]:
+        """Queue the batch's hand-over on the hand-over stream, after the steps queued so far
+        on the current (training) stream, whose memory it may write (loader.staging)."""
+        import paddle
+
+        clips, batch = pair
+        hand = self._handover_stream()
+        hand.wait_stream(paddle.device.current_stream())
+        with paddle.device.stream_guard(hand):
+            tensor = to_paddle(clips, len(batch), self.cfg)
+            self._holder.hold(clips, on_gpu=True)  # its event: on the hand-over stream
+            done = paddle.device.Event()
+            done.record(hand)
+        return tensor, batch, done
+
+    def _ready(self, staged: tuple[paddle.Tensor, PlanBatch, Any]) -> Batch:
+        import paddle
+
+        tensor, batch, done = staged
+        paddle.device.current_stream().wait_event(done)
+        return self._batch(tensor, batch)
+
+    def _handover_stream(self) -> Any:
+        """The stream batches are handed over on ahead: on the SMs the training's partition
+        leaves free ("rest", where training runs on one: loader.greenctx), else an ordinary one."""
+        if self._hand is None:
+            import paddle
+
+            from .greenctx import partition_in_use
+
+            rest = None
+            if self.cfg.handover_stream == "rest":
+                rest = partition_in_use(self.cfg.gpu_device())
+            if rest is None:
+                self._hand = paddle.device.Stream()
+            else:
+                with rest.current(rest=True):
+                    self._hand = paddle.device.Stream()  # made in the free SMs' green context
+        return self._hand
 
     def close(self) -> None:
+        if self._hand is not None:
+            self._hand.synchronize()  # a batch staged but never taken may still be in its kernel
         self._holder.release()
         if self._backend is not None:
             self._backend.close()

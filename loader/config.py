@@ -8,6 +8,8 @@ from pathlib import Path
 
 import ondisk
 
+from .staging import HANDOVER_STREAMS
+
 MODES = ("train", "clip", "video")  # train: random clip + Hara aug; clip/video: the two eval modes
 DECODES = ("cpu", "gpu", "hybrid")  # hybrid: NVDEC plus CPU threads decoding a share of each batch
 OUTPUTS = ("float", "uint8")  # normalised by DALI, or raw uint8 normalised by the consumer
@@ -57,6 +59,11 @@ class LoaderConfig:
     # and no antialiasing; where the driver cannot run the kernel, DALI does it, and says so);
     # "auto": the kernel wherever those hold (resizer())
     gpu_resize: str = "auto"
+    # GPU, hand-over kernel: where it runs (loader.staging): "step" (on the training stream, just
+    # before the step that reads the batch), "side" (a stream of its own, one batch ahead, beside
+    # the step before) or "rest" (the same on the SMs the training's partition leaves free; "side"
+    # where there is none). Other hand-overs run on the training stream whatever this says
+    handover_stream: str = "step"
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
@@ -128,7 +135,8 @@ class LoaderConfig:
     def _check(self) -> None:
         choices = {"subset": ondisk.SUBSETS, "mode": MODES, "decode": DECODES, "dtype": DTYPES,
                    "output": (None, *OUTPUTS), "clips_on": (None, *CLIPS_ON), "windows": WINDOWS,
-                   "part": PARTS, "handover": HANDOVERS, "gpu_resize": GPU_RESIZES}  # fmt: skip
+                   "part": PARTS, "handover": HANDOVERS, "gpu_resize": GPU_RESIZES,
+                   "handover_stream": HANDOVER_STREAMS}  # fmt: skip
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -190,6 +198,12 @@ class LoaderConfig:
         if self.clips_on is not None:
             return self.clips_on
         return "host" if self.decode == "cpu" else "gpu"
+
+    def stages_handover(self) -> bool:
+        """Whether batches are handed over one ahead on a stream of their own (handover_stream
+        "side" or "rest", on the GPU, uint8 clips through the hand-over kernel)."""
+        return (self.handover_stream != "step" and self.clips_device() == "gpu"
+                and self.clip_output() == "uint8" and self.handover == "kernel")  # fmt: skip
 
     def _kernel_can_crop(self) -> bool:
         return (self.decode == "gpu" and self.clip_output() == "uint8"

@@ -219,11 +219,14 @@ class SmPartition:
         return int(handle.value or 0)
 
     @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self, rest: bool = False) -> Iterator[None]:
         """The green context current for this thread: streams the runtime API creates meanwhile
-        (e.g. `paddle.device.Stream()`) belong to the partition."""
+        (e.g. `paddle.device.Stream()`) belong to the partition (`rest`: to the SMs it leaves)."""
+        if rest and self._rest_green is None:
+            self._rest_green = self._create(self._rest)
+        green = self._rest_green if rest else self._green
         cuda, ctx = self._cuda, ctypes.c_void_p()
-        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), self._green), "cuCtxFromGreenCtx")
+        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), green), "cuCtxFromGreenCtx")
         _check(cuda, cuda.cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")
         try:
             yield
@@ -249,8 +252,18 @@ class SmPartition:
         self.close()
 
 
+_IN_USE: dict[int, SmPartition] = {}  # device -> the partition shared_partition made last
+
+
 @functools.cache
 def shared_partition(device_id: int, loader_sms: int, fine: bool = False) -> SmPartition:
     """One partition per (device, loader_sms) for the process's lifetime: epochs and phases reuse
     it instead of creating a green context each time."""
-    return SmPartition(device_id, loader_sms, fine)
+    _IN_USE[device_id] = SmPartition(device_id, loader_sms, fine)
+    return _IN_USE[device_id]
+
+
+def partition_in_use(device_id: int) -> SmPartition | None:
+    """The partition the training on `device_id` runs on (shared_partition's latest), if any:
+    the loader's hand-over can then run on the SMs it leaves (LoaderConfig.handover_stream)."""
+    return _IN_USE.get(device_id)
