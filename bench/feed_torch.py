@@ -198,12 +198,15 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     hand_streams: list[Any] = []
 
     def handover_stream() -> Any:
-        """The stream batches are handed over on ahead (LoaderConfig.handover_stream): on the SMs
-        the partition leaves ("rest", where there is a partition), else an ordinary one."""
+        """The stream batches are handed over on ahead (LoaderConfig.handover_stream), in the
+        training's partition where it has one ("side": the step's stream waits for it within its
+        own context) or on the SMs it leaves ("rest"); else an ordinary stream."""
         if not hand_streams:
-            sms = cfg.steps_loader_sms()
-            if lc.handover_stream == "rest" and sms:
-                hand_streams.append(torch.cuda.ExternalStream(partition(sms).rest_stream()))
+            sms, where = cfg.steps_loader_sms(), lc.handover_stream
+            if sms:
+                part = partition(sms)
+                made = part.rest_stream() if where == "rest" else part.stream()
+                hand_streams.append(torch.cuda.ExternalStream(made))
             else:
                 hand_streams.append(torch.cuda.Stream())
         return hand_streams[0]
@@ -238,12 +241,13 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         out = into[staged[0] % len(into)] if into else None
         staged[0] += 1
         with torch.cuda.stream(hand):
-            x = to_torch(clips, len(batch), lc, out)
+            x, y = to_torch(clips, len(batch), lc, out), labels(batch)
             holder.hold(clips, on_gpu=True)  # until the hand-over stream is past this kernel
             done = torch.cuda.Event()
             done.record()
-        x.record_stream(training)  # a batch of its own is not reused before the step has read it
-        return x, labels(batch), done
+        for t in (x, y):  # not reused before the step has read them
+            t.record_stream(training)
+        return x, y, done
 
     def ready(item: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x, y, done = item

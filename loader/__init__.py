@@ -122,44 +122,45 @@ class ClipLoader:
         labels = labels_to_paddle(batch.labels, pinned=on_gpu)
         return Batch(tensor, labels, batch.keys, batch.requests["clip"].copy())
 
-    def _stage(self, pair: tuple[Any, PlanBatch]) -> tuple[paddle.Tensor, PlanBatch, Any]:
-        """Queue the batch's hand-over on the hand-over stream, after the steps queued so far
-        on the current (training) stream, whose memory it may write (loader.staging)."""
+    def _stage(self, pair: tuple[Any, PlanBatch]) -> tuple[Batch, Any]:
+        """Queue the batch's hand-over (clips and labels) on the hand-over stream, after the
+        steps queued so far on the current (training) stream, whose memory it may write
+        (loader.staging)."""
         import paddle
 
         clips, batch = pair
         hand = self._handover_stream()
         hand.wait_stream(paddle.device.current_stream())
         with paddle.device.stream_guard(hand):
-            tensor = to_paddle(clips, len(batch), self.cfg)
+            staged = self._batch(to_paddle(clips, len(batch), self.cfg), batch)
             self._holder.hold(clips, on_gpu=True)  # its event: on the hand-over stream
             done = paddle.device.Event()
             done.record(hand)
-        return tensor, batch, done
+        return staged, done
 
-    def _ready(self, staged: tuple[paddle.Tensor, PlanBatch, Any]) -> Batch:
+    @staticmethod
+    def _ready(staged: tuple[Batch, Any]) -> Batch:
         import paddle
 
-        tensor, batch, done = staged
+        batch, done = staged
         paddle.device.current_stream().wait_event(done)
-        return self._batch(tensor, batch)
+        return batch
 
     def _handover_stream(self) -> Any:
-        """The stream batches are handed over on ahead: on the SMs the training's partition
-        leaves free ("rest", where training runs on one: loader.greenctx), else an ordinary one."""
+        """The stream batches are handed over on ahead: where training runs on an SM partition
+        (loader.greenctx), a stream of its green context ("side") or of the SMs it leaves
+        ("rest"); else an ordinary one."""
         if self._hand is None:
             import paddle
 
             from .greenctx import partition_in_use
 
-            rest = None
-            if self.cfg.handover_stream == "rest":
-                rest = partition_in_use(self.cfg.gpu_device())
-            if rest is None:
+            part = partition_in_use(self.cfg.gpu_device())
+            if part is None:
                 self._hand = paddle.device.Stream()
-            else:
-                with rest.current(rest=True):
-                    self._hand = paddle.device.Stream()  # made in the free SMs' green context
+            else:  # made in the partition's green context, or in the one of the SMs it leaves
+                with part.current(rest=self.cfg.handover_stream == "rest"):
+                    self._hand = paddle.device.Stream()
         return self._hand
 
     def close(self) -> None:
