@@ -78,6 +78,7 @@ class FeedConfig:
     unfed_cache: Path | None = None
     # after the timed window, this many fed steps under the profiler (bench.kernels; stand-in)
     profile_steps: int = 0
+    profile_trace: Path | None = None  # where to keep the profiled steps' whole trace (.json.gz)
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:

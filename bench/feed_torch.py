@@ -7,6 +7,7 @@ the GPU figures come from (FINDINGS.md). torch is imported only here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from bench.feed import Consumer, FeedConfig
@@ -263,13 +264,17 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     name = (f"torch {torch.__version__} {kind}R3D-18 stand-in (Hara layout, channels-last): "
             "no CUDA build of Paddle on this machine")  # fmt: skip
     return Consumer(name, step, fence, batches, fixed, stream,
-                    lambda: partition(cfg.loader_sms).summary(), mark, _profile)  # fmt: skip
+                    lambda: partition(cfg.loader_sms).summary(), mark,
+                    lambda run, steps: _profile(run, steps, cfg.profile_trace))  # fmt: skip
 
 
-def _profile(run: Callable[[], None], steps: int) -> dict:
+def _profile(run: Callable[[], None], steps: int, keep: Path | None = None) -> dict:
     """Run the steps under the PyTorch profiler (CUDA activity: every kernel and copy of the
-    process, DALI's included) and summarise them (bench.kernels)."""
+    process, DALI's included) and summarise them (bench.kernels); `keep`: also write the whole
+    trace there (gzipped Chrome trace JSON), to see what ran when."""
+    import gzip
     import json
+    import shutil
     import tempfile
 
     from torch.profiler import ProfilerActivity, profile
@@ -283,6 +288,9 @@ def _profile(run: Callable[[], None], steps: int) -> dict:
         prof.export_chrome_trace(path)
         with open(path) as f:
             trace = json.load(f)
+        if keep is not None:
+            with open(path, "rb") as f, gzip.open(keep, "wb") as out:
+                shutil.copyfileobj(f, out)
     return summarize(trace, steps)
 
 
