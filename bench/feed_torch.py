@@ -15,7 +15,7 @@ from loader import ClipLoader
 from loader.backend import Frames
 from loader.bridge import Holder
 from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
-from loader.staging import one_ahead
+from loader.staging import HANDOVER_PRIORITY, one_ahead
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -199,17 +199,15 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     hand_streams: list[Any] = []
 
     def handover_stream() -> Any:
-        """The stream batches are handed over on ahead (LoaderConfig.handover_stream), in the
-        training's partition where it has one ("side": the step's stream waits for it within its
-        own context) or on the SMs it leaves ("rest"); else an ordinary stream."""
+        """The stream batches are handed over on ahead (LoaderConfig.handover_stream "side"): a
+        high-priority one (loader.staging), in the training's partition where it has one."""
         if not hand_streams:
-            sms, where = cfg.steps_loader_sms(), lc.handover_stream
+            sms = cfg.steps_loader_sms()
             if sms:
-                part = partition(sms)
-                made = part.rest_stream() if where == "rest" else part.stream()
+                made = partition(sms).stream(HANDOVER_PRIORITY)
                 hand_streams.append(torch.cuda.ExternalStream(made))
             else:
-                hand_streams.append(torch.cuda.Stream())
+                hand_streams.append(torch.cuda.Stream(priority=HANDOVER_PRIORITY))
         return hand_streams[0]
 
     def stream(loader_sms: int) -> Any:

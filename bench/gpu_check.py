@@ -162,16 +162,15 @@ def segments(args: argparse.Namespace) -> dict:
 def staging(args: argparse.Namespace) -> dict:
     """The hand-over one batch ahead (loader.staging) gives the stand-in's steps the same batches,
     bit for bit, as on the training stream, with steps running: eager and graphed (two inputs in
-    turn), on an ordinary stream and on the SMs the partition leaves. Each batch is summed on the
-    training stream where the step reads it, before the next one is staged."""
+    turn). Each batch is summed on the training stream where the step reads it, before the next
+    one is staged."""
     import torch
 
     from bench.feed import FeedConfig
     from bench.feed_torch import torch_consumer
 
     sums: dict[str, list[float]] = {}
-    for where, graph in (("step", False), ("side", False), ("rest", False), ("step", True),
-                         ("side", True), ("rest", True)):  # fmt: skip
+    for where, graph in (("step", False), ("side", False), ("step", True), ("side", True)):
         cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
                            batch_size=64, decode="gpu", seed=7, cache_dir=args.cache,
                            dtype="float16", gpu_pipelines=4, handover_stream=where)  # fmt: skip

@@ -49,7 +49,7 @@ class ClipLoader:
         self.classes: list[str] = self.dataset.classes
         self._backend: Backend | None = None
         self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
-        self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side" or "rest")
+        self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side")
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
     def plan(self, epoch: int) -> np.ndarray:
@@ -106,7 +106,7 @@ class ClipLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack.
 
-        With cfg.handover_stream "side" or "rest" (GPU, the hand-over kernel) each batch is
+        With cfg.handover_stream "side" (GPU, the hand-over kernel) each batch is
         handed over one batch ahead on a stream of its own (loader.staging)."""
         if self.cfg.stages_handover():
             yield from one_ahead(self.raw_epoch(epoch), self._stage, self._ready)
@@ -147,20 +147,20 @@ class ClipLoader:
         return batch
 
     def _handover_stream(self) -> Any:
-        """The stream batches are handed over on ahead: where training runs on an SM partition
-        (loader.greenctx), a stream of its green context ("side") or of the SMs it leaves
-        ("rest"); else an ordinary one."""
+        """The stream batches are handed over on ahead: a high-priority one (loader.staging), in
+        the green context of the training's SM partition where it runs on one (loader.greenctx)."""
         if self._hand is None:
             import paddle
 
             from .greenctx import partition_in_use
 
+            high = 1  # Paddle's "high" (CUDA's HANDOVER_PRIORITY, -1)
             part = partition_in_use(self.cfg.gpu_device())
             if part is None:
-                self._hand = paddle.device.Stream()
-            else:  # made in the partition's green context, or in the one of the SMs it leaves
-                with part.current(rest=self.cfg.handover_stream == "rest"):
-                    self._hand = paddle.device.Stream()
+                self._hand = paddle.device.Stream(priority=high)
+            else:
+                with part.current():
+                    self._hand = paddle.device.Stream(priority=high)
         return self._hand
 
     def close(self) -> None:

@@ -219,14 +219,11 @@ class SmPartition:
         return int(handle.value or 0)
 
     @contextlib.contextmanager
-    def current(self, rest: bool = False) -> Iterator[None]:
+    def current(self) -> Iterator[None]:
         """The green context current for this thread: streams the runtime API creates meanwhile
-        (e.g. `paddle.device.Stream()`) belong to the partition (`rest`: to the SMs it leaves)."""
-        if rest and self._rest_green is None:
-            self._rest_green = self._create(self._rest)
-        green = self._rest_green if rest else self._green
+        (e.g. `paddle.device.Stream()`) belong to the partition."""
         cuda, ctx = self._cuda, ctypes.c_void_p()
-        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), green), "cuCtxFromGreenCtx")
+        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), self._green), "cuCtxFromGreenCtx")
         _check(cuda, cuda.cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")
         try:
             yield

@@ -67,10 +67,10 @@ def test_source_errors_reach_the_consumer_after_the_items_before() -> None:
 
 def test_handover_stream_setting_is_checked() -> None:
     base = {"manifests": "m", "decode": "gpu"}
-    assert HANDOVER_STREAMS == ("step", "side", "rest")
+    assert HANDOVER_STREAMS == ("step", "side")
     assert LoaderConfig(**base).handover_stream == "step"
-    with pytest.raises(ValueError, match="handover_stream must be one of step, side, rest"):
-        LoaderConfig(handover_stream="ahead", **base)
+    with pytest.raises(ValueError, match="handover_stream must be one of step, side, got 'rest'"):
+        LoaderConfig(handover_stream="rest", **base)  # measured, starved: docs/BENCHMARKS.md
 
 
 @pytest.mark.parametrize(
@@ -78,8 +78,7 @@ def test_handover_stream_setting_is_checked() -> None:
     [
         ({"decode": "gpu"}, False),  # "step": on the training stream
         ({"decode": "gpu", "handover_stream": "side"}, True),
-        ({"decode": "gpu", "handover_stream": "rest"}, True),
-        ({"decode": "hybrid", "handover_stream": "rest"}, True),
+        ({"decode": "hybrid", "handover_stream": "side"}, True),
         ({"decode": "cpu", "handover_stream": "side"}, False),  # clips on the host
         ({"decode": "cpu", "clips_on": "gpu", "handover_stream": "side"}, True),
         ({"decode": "gpu", "handover_stream": "side", "output": "float"}, False),  # no hand-over
