@@ -81,11 +81,14 @@ def test_cli_train_resume_eval_export_predict(prepared, tmp_path: Path) -> None:
     want = {"start_align": 8, "scales": [1.0, 0.5], "flip": False}
     assert saved["loader_options"] == want  # reaches the loader, kept on resume
     res = runner.invoke(cli.main, ["train", "--resume", "--run-dir", str(run), "--epochs", "2",
-                                   "--flip", "--segment-clips", "5000"])  # fmt: skip
+                                   "--flip", "--segment-clips", "5000",
+                                   "--handover-stream", "side"])  # fmt: skip
     assert res.exit_code == 0, res.output
     saved = json.loads((run / "config.json").read_text())
-    # only what was given changes (NVDEC's plan length is kept with the run, unused on the CPU)
-    assert saved["loader_options"] == {**want, "flip": True, "gpu_segment_clips": 5000}
+    # only what was given changes (NVDEC's plan length and the GPU hand-over's stream are kept
+    # with the run, unused on the CPU)
+    assert saved["loader_options"] == {**want, "flip": True, "gpu_segment_clips": 5000,
+                                       "handover_stream": "side"}  # fmt: skip
     assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [
         1, 2,
     ]  # fmt: skip
