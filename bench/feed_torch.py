@@ -300,8 +300,8 @@ def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
 
     The step replays the graph of the input it is given; other tensors are copied into the first
     input first (batches normalised into an input by to_torch are not: they are there already, as
-    the resident batch is). The graphs share one memory pool: they replay one at a time, in turn,
-    on one stream.
+    the resident batch is). The graphs share one memory pool: they never replay at once (one
+    stream at a time, each replay self-contained: its gradients are made and used within it).
 
     A graph is captured on the stream it first runs on, one graph per stream and input: a graph's
     kernels keep the context they were captured in, so a graph captured in the primary context and
