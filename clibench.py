@@ -208,6 +208,9 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--profile-steps", type=click.IntRange(0), default=0, show_default=True,
               help="PyTorch stand-in: after the timed window, profile N more fed steps and add "
               "`kernels` (the step's stream against the loader's, per step) to the line.")
+@click.option("--gil-probe/--no-gil-probe", default=True, show_default=True,
+              help="Time Python's lock with a thread that wakes every 5 ms (off: no such thread; "
+              "garbage collections are timed either way), to see whether it stalls training.")
 @click.option("--profile-trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --profile-steps: also keep the profiled steps' whole trace in this file "
               "(gzipped Chrome trace JSON).")

@@ -79,6 +79,9 @@ class FeedConfig:
     # after the timed window, this many fed steps under the profiler (bench.kernels; stand-in)
     profile_steps: int = 0
     profile_trace: Path | None = None  # where to keep the profiled steps' whole trace (.json.gz)
+    # a thread waking every 5 ms to time Python's lock (bench.measure.GilProbe); off: none, to see
+    # whether that thread's own turns at the lock stall the training thread
+    gil_probe: bool = True
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -180,7 +183,8 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, GilProbe() as gil:
+    probe = GilProbe(period_s=GIL_PROBE_S if cfg.gil_probe else None)
+    with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
         batches = _epochs(loader, consumer)
         fed = timed(batches, consumer, cfg.seconds, cfg.warmup, cfg.in_flight)
         t0 = fed.pop("_t0")
@@ -232,6 +236,7 @@ def nvdec_report(backend: Any, origin: float | None = None) -> dict[str, Any]:
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures
+GIL_PROBE_S = 0.005  # how often bench feed's lock probe wakes (FeedConfig.gil_probe)
 
 
 def _unfed_key(cfg: FeedConfig, queues: str) -> str:

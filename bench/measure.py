@@ -133,8 +133,8 @@ class GilProbe:
     docs/BENCHMARKS.md, fourteenth round. `py-spy record --gil` reads them from outside.)
     """
 
-    def __init__(self, period_s: float = 0.005, late_s: float = 0.02) -> None:
-        self.period_s = period_s
+    def __init__(self, period_s: float | None = 0.005, late_s: float = 0.02) -> None:
+        self.period_s = period_s  # None: no probe thread (the collections are still timed)
         self.late_s = late_s  # later than this counts as a stall
         self.stalls: list[tuple[float, float]] = []  # (perf_counter at the sleep's end, late by)
         self.collections: list[tuple[float, float, int]] = []  # (perf_counter at end, s, gen)
@@ -144,12 +144,14 @@ class GilProbe:
 
     def __enter__(self) -> GilProbe:
         gc.callbacks.append(self._collected)
-        self._thread.start()
+        if self.period_s is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         gc.callbacks.remove(self._collected)
 
     def _collected(self, phase: str, info: dict) -> None:
@@ -160,6 +162,7 @@ class GilProbe:
             self.collections.append((now, now - self._gc_start, info["generation"]))
 
     def _watch(self) -> None:
+        assert self.period_s is not None
         while not self._stop.is_set():
             t = time.perf_counter()
             time.sleep(self.period_s)
@@ -174,6 +177,7 @@ class GilProbe:
         inside = [(t - start, late) for t, late in list(self.stalls) if start <= t <= end]
         collected = [(s, gen) for t, s, gen in list(self.collections) if start <= t <= end]
         return {
+            "probed": self.period_s is not None,  # False: no thread timed the lock (stalls 0)
             "over_ms": round(1000 * self.late_s),
             "stalls": len(inside),
             "stalled_s": round(sum(late for _, late in inside), 3),

@@ -170,7 +170,8 @@ def test_bench_feed_runs_on_cpu(prepared) -> None:
         assert all(0 <= c <= out["cpu_count"] for c in p["steal_by_second"]), p
     assert 1 <= out["unfed"]["wall_s"] < out["fed"]["wall_s"]  # --unfed-seconds 1, --seconds 2
     gil = out["fed"]["gil"]  # Python's lock held by native code while fed
-    assert gil["stalls"] >= 0 and gil["longest_ms"] >= 0 and "_t0" not in out["fed"]
+    assert gil["probed"] and gil["stalls"] >= 0 and gil["longest_ms"] >= 0
+    assert "_t0" not in out["fed"]
     assert all(n >= 1 and s >= 0 for n, s, _ in gil["gc"].values())  # collections by generation
     taken = out["fed"]["host_taken"]  # Linux: the training thread's preemptions, steal, throttling
     assert taken["preempted"] >= 0 and taken["steal_s"] >= 0, taken
@@ -202,7 +203,8 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
     cache = tmp_path / "unfed.json"
     args = _cpu_feed(prepared, "--unfed-cache", str(cache))
     runs = []
-    for extra in ([], ["--prefetch", "3"], ["--batch-size", "3"]):  # loader-only, then step change
+    # loader and probe settings only, then a change of the step
+    for extra in ([], ["--prefetch", "3", "--no-gil-probe"], ["--batch-size", "3"]):
         res = CliRunner().invoke(main, args + extra)
         assert res.exit_code == 0, res.output
         runs.append(json.loads(res.output.strip().splitlines()[-1]))
@@ -210,6 +212,7 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
     assert "unfed_reused" not in first and "unfed_reused" not in other_step
     assert same_step["unfed_reused"]["from"] == str(cache)
     assert same_step["unfed"] == first["unfed"]
+    assert same_step["fed"]["gil"]["probed"] is False and first["fed"]["gil"]["probed"] is True
     assert same_step["fed_vs_unfed"] == round(
         same_step["fed"]["clips_per_s"] / first["unfed"]["clips_per_s"], 3
     )
@@ -449,6 +452,27 @@ def test_gil_probe_sees_the_lock_held_by_native_code_not_a_sleep() -> None:
     busy = probe.summary(slept - 0.01, slept + held + 0.1)
     assert busy["longest_ms"] >= 0.6 * 1000 * held, (busy, held)
     assert busy["long"] and busy["long"][0][0] >= 0
+
+
+def test_gil_probe_without_its_thread_still_times_collections() -> None:
+    """GilProbe(period_s=None) (bench feed --no-gil-probe): no thread wakes to time the lock, so
+    a held lock goes unseen, and the garbage collections are timed as before."""
+    import gc
+    import threading
+    import time
+
+    from bench.measure import GilProbe
+
+    before = {t.name for t in threading.enumerate()}
+    with GilProbe(period_s=None) as probe:
+        assert "gil-probe" not in {t.name for t in threading.enumerate()} - before
+        start = time.perf_counter()
+        sum(range(3_000_000))  # holds the lock
+        gc.collect()
+        end = time.perf_counter()
+    out = probe.summary(start, end)
+    assert out["probed"] is False and out["stalls"] == 0, out
+    assert out["gc"]["2"][0] >= 1, out
 
 
 def test_gil_probe_times_collections_and_host_counters_count_preemptions() -> None:
