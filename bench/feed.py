@@ -183,7 +183,7 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    probe = GilProbe(period_s=GIL_PROBE_S if cfg.gil_probe else None)
+    probe = GilProbe() if cfg.gil_probe else GilProbe(period_s=None)  # None: no probe thread
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
         batches = _epochs(loader, consumer)
         fed = timed(batches, consumer, cfg.seconds, cfg.warmup, cfg.in_flight)
@@ -236,7 +236,6 @@ def nvdec_report(backend: Any, origin: float | None = None) -> dict[str, Any]:
 
 
 REUSE_WARM_S = 2.0  # the step alone before a run that reuses cached unfed figures
-GIL_PROBE_S = 0.005  # how often bench feed's lock probe wakes (FeedConfig.gil_probe)
 
 
 def _unfed_key(cfg: FeedConfig, queues: str) -> str:

@@ -6,6 +6,8 @@ the GPU figures come from (FINDINGS.md). torch is imported only here.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,19 +198,14 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
         return shared_partition(torch.cuda.current_device(), loader_sms, cfg.sm_fine)
 
-    hand_streams: list[Any] = []
-
+    @functools.cache  # made on first use, after the partition
     def handover_stream() -> Any:
         """The stream batches are handed over on ahead (LoaderConfig.handover_stream "side"): a
         high-priority one (loader.staging), in the training's partition where it has one."""
-        if not hand_streams:
-            sms = cfg.steps_loader_sms()
-            if sms:
-                made = partition(sms).stream(HANDOVER_PRIORITY)
-                hand_streams.append(torch.cuda.ExternalStream(made))
-            else:
-                hand_streams.append(torch.cuda.Stream(priority=HANDOVER_PRIORITY))
-        return hand_streams[0]
+        sms = cfg.steps_loader_sms()
+        if sms:
+            return torch.cuda.ExternalStream(partition(sms).stream(HANDOVER_PRIORITY))
+        return torch.cuda.Stream(priority=HANDOVER_PRIORITY)
 
     def stream(loader_sms: int) -> Any:
         """The side stream, or (loader_sms) a stream in a green context leaving those SMs free."""
@@ -230,15 +227,14 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
             holder.hold(clips, on_gpu=True)
             yield x, labels(batch)
 
-    staged = [0]  # batches staged so far: a graphed step's inputs are used in turn
+    turn = itertools.count()  # batches staged so far: a graphed step's inputs are used in turn
 
     def stage(pair: tuple[Any, Any]) -> tuple[Any, Any, Any]:
         """Queue the batch's hand-over on the hand-over stream, after the steps queued so far."""
         clips, batch = pair
         training, hand = torch.cuda.current_stream(), handover_stream()
         hand.wait_stream(training)  # the memory it writes may be theirs until they are done
-        out = into[staged[0] % len(into)] if into else None
-        staged[0] += 1
+        out = into[next(turn) % len(into)] if into else None
         with torch.cuda.stream(hand):
             x, y = to_torch(clips, len(batch), lc, out), labels(batch)
             holder.hold(clips, on_gpu=True)  # until the hand-over stream is past this kernel
