@@ -17,7 +17,7 @@ from loader import ClipLoader
 from loader.backend import Frames
 from loader.bridge import Holder
 from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
-from loader.staging import HANDOVER_PRIORITY, one_ahead
+from loader.staging import GRAPH_INPUTS, HANDOVER_PRIORITY, StreamOrder, one_ahead
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -182,8 +182,9 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
                  torch.randint(0, 101, (lc.batch_size,), device="cuda"))  # fmt: skip
     step, into = eager, []
     if cfg.graph:  # the graph's own input is the resident batch: the step alone copies nothing
-        # batches handed over ahead are written while the step before runs: two inputs in turn
-        step, inputs = _graphed(eager, model, opt, fixed, dtype, 2 if lc.stages_handover() else 1)
+        # batches handed over ahead are written while the steps before run: inputs in turn
+        turns = GRAPH_INPUTS if lc.stages_handover() else 1
+        step, inputs = _graphed(eager, model, opt, fixed, dtype, turns)
         fixed, into = inputs[0], [x for x, _ in inputs]
 
     def fence() -> Callable[[], None]:
@@ -220,6 +221,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
         if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging)
+            order.restart()
             yield from one_ahead(loader.raw_epoch(epoch), stage, ready)
             return
         for clips, batch in loader.raw_epoch(epoch):
@@ -228,12 +230,14 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
             yield x, labels(batch)
 
     turn = itertools.count()  # batches staged so far: a graphed step's inputs are used in turn
+    order = StreamOrder(torch.cuda.Event)
 
     def stage(pair: tuple[Any, Any]) -> tuple[Any, Any, Any]:
-        """Queue the batch's hand-over on the hand-over stream, after the steps queued so far."""
+        """Queue the batch's hand-over on the hand-over stream, after the step before last
+        (loader.staging: the memory it writes may be that step's until it is done)."""
         clips, batch = pair
         training, hand = torch.cuda.current_stream(), handover_stream()
-        hand.wait_stream(training)  # the memory it writes may be theirs until they are done
+        order.staging(hand, training)
         out = into[next(turn) % len(into)] if into else None
         with torch.cuda.stream(hand):
             x, y = to_torch(clips, len(batch), lc, out), labels(batch)
@@ -246,7 +250,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     def ready(item: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x, y, done = item
-        torch.cuda.current_stream().wait_event(done)
+        order.handing(done, torch.cuda.current_stream())
         return x, y
 
     def mark() -> Any:
@@ -291,8 +295,8 @@ def _profile(run: Callable[[], None], steps: int, keep: Path | None = None) -> d
 def _graphed(eager: Callable, model: Any, opt: Any, fixed: tuple, dtype: Any,
              inputs: int = 1) -> tuple[Callable, list[tuple]]:  # fmt: skip
     """The whole step as a CUDA graph, and the graph's inputs: `inputs` (clips, labels) pairs,
-    one graph each (batches handed over ahead are written into one while the step on the other
-    runs), the first of them the resident batch.
+    one graph each (batches handed over ahead are written into one while the steps on the
+    others run: loader.staging.GRAPH_INPUTS), the first of them the resident batch.
 
     The step replays the graph of the input it is given; other tensors are copied into the first
     input first (batches normalised into an input by to_torch are not: they are there already, as

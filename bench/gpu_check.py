@@ -161,9 +161,10 @@ def segments(args: argparse.Namespace) -> dict:
 
 def staging(args: argparse.Namespace) -> dict:
     """The hand-over one batch ahead (loader.staging) gives the stand-in's steps the same batches,
-    bit for bit, as on the training stream, with steps running: eager and graphed (two inputs in
-    turn). Each batch is summed on the training stream where the step reads it, before the next
-    one is staged."""
+    bit for bit, as on the training stream, with steps running: eager and graphed (three inputs
+    in turn, loader.staging.GRAPH_INPUTS). Each batch is summed on the training stream where the
+    step reads it; nothing here waits for the GPU, so the host runs ahead and a hand-over that
+    wrote an input before the steps reading it were done would change a sum."""
     import torch
 
     from bench.feed import FeedConfig

@@ -17,7 +17,7 @@ from .config import LoaderConfig
 from .nice import renice_others
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
-from .staging import one_ahead
+from .staging import StreamOrder, one_ahead
 
 if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge), not before
     import paddle
@@ -39,6 +39,12 @@ class Batch:
     clip_ids: np.ndarray  # (N,) clip number within its video (eval), 0 in train
 
 
+def _paddle_event() -> Any:
+    import paddle
+
+    return paddle.device.Event()
+
+
 class ClipLoader:
     """Clips of one split subset for this rank: `for batch in loader.epoch(e): ...`."""
 
@@ -50,6 +56,7 @@ class ClipLoader:
         self._backend: Backend | None = None
         self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
         self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side")
+        self._order = StreamOrder(_paddle_event)  # what it waits for on the training stream
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
     def plan(self, epoch: int) -> np.ndarray:
@@ -109,6 +116,7 @@ class ClipLoader:
         With cfg.handover_stream "side" (GPU, the hand-over kernel) each batch is
         handed over one batch ahead on a stream of its own (loader.staging)."""
         if self.cfg.stages_handover():
+            self._order.restart()
             yield from one_ahead(self.raw_epoch(epoch), self._stage, self._ready)
             return
         for clips, batch in self.raw_epoch(epoch):
@@ -124,13 +132,13 @@ class ClipLoader:
 
     def _stage(self, pair: tuple[Any, PlanBatch]) -> tuple[Batch, Any]:
         """Queue the batch's hand-over (clips and labels) on the hand-over stream, after the
-        steps queued so far on the current (training) stream, whose memory it may write
+        step before last on the current (training) stream, whose memory it may write
         (loader.staging)."""
         import paddle
 
         clips, batch = pair
         hand = self._handover_stream()
-        hand.wait_stream(paddle.device.current_stream())
+        self._order.staging(hand, paddle.device.current_stream())
         with paddle.device.stream_guard(hand):
             staged = self._batch(to_paddle(clips, len(batch), self.cfg), batch)
             self._holder.hold(clips, on_gpu=True)  # its event: on the hand-over stream
@@ -138,12 +146,11 @@ class ClipLoader:
             done.record(hand)
         return staged, done
 
-    @staticmethod
-    def _ready(staged: tuple[Batch, Any]) -> Batch:
+    def _ready(self, staged: tuple[Batch, Any]) -> Batch:
         import paddle
 
         batch, done = staged
-        paddle.device.current_stream().wait_event(done)
+        self._order.handing(done, paddle.device.current_stream())
         return batch
 
     def _handover_stream(self) -> Any:

@@ -3,12 +3,14 @@ where it applies. The streams themselves run on the GPU (bench/gpu_check.py --on
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
 from loader import LoaderConfig, LoaderError
-from loader.staging import HANDOVER_STREAMS, one_ahead
+from loader.staging import GRAPH_INPUTS, HANDOVER_STREAMS, StreamOrder, one_ahead
 
 
 def test_each_item_is_staged_before_the_one_before_is_handed_out() -> None:
@@ -87,3 +89,97 @@ def test_handover_stream_setting_is_checked() -> None:
 )
 def test_batches_are_staged_only_where_the_hand_over_kernel_runs(options, staged) -> None:  # noqa: ANN001
     assert LoaderConfig(manifests="m", **options).stages_handover() is staged
+
+
+class Clip:
+    """A batch that can be watched for being let go (weakref)."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+def test_the_batch_handed_out_last_is_held_until_the_next_but_one_is_staged() -> None:
+    refs: dict[int, weakref.ref] = {}
+    alive_at_stage: dict[int, list[int]] = {}
+
+    def stage(c: Clip) -> Clip:
+        gc.collect()
+        alive_at_stage[c.i] = sorted(i for i, r in refs.items() if r() is not None)
+        refs[c.i] = weakref.ref(c)
+        return c
+
+    def source() -> Iterator[Clip]:
+        for i in range(6):
+            yield Clip(i)
+
+    for got in one_ahead(source(), stage, lambda c: c):
+        del got  # a consumer that lets each batch go at once
+    # staging k+1, batch k-1 (handed out, its step maybe still running) and k (staged) live on
+    assert alive_at_stage == {0: [], 1: [0], 2: [0, 1], 3: [1, 2], 4: [2, 3], 5: [3, 4]}
+
+
+class Stream:
+    """A CUDA stream as a list of what was queued on it (the order alone: no device)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.ops = name, []
+
+    def wait_stream(self, other: Stream) -> None:
+        self.ops.append(("wait", other.name, len(other.ops)))
+
+    def wait_event(self, event: Event) -> None:
+        self.ops.append(("wait", event.stream.name, event.at))
+
+
+class Event:
+    def record(self, stream: Stream) -> None:
+        self.stream, self.at = stream, len(stream.ops)
+
+
+def _run(epochs: int, batches: int) -> tuple[Stream, Stream]:
+    """The feed loop's order with staging: batch j written into graph input j % GRAPH_INPUTS on
+    the hand-over stream, step j on the training stream reading it."""
+    hand, training, order = Stream("hand"), Stream("training"), StreamOrder(Event)
+    count = iter(range(10**6))
+
+    def stage(j: int) -> Event:
+        order.staging(hand, training)
+        hand.ops.append(("write", j % GRAPH_INPUTS, j))
+        done = Event()
+        done.record(hand)
+        return done
+
+    def ready(done: Event) -> None:
+        order.handing(done, training)
+
+    for _ in range(epochs):
+        order.restart()
+        for _ in one_ahead((next(count) for _ in range(batches)), stage, ready):
+            j = len([op for op in training.ops if op[0] == "step"])
+            training.ops.append(("step", j % GRAPH_INPUTS, j))
+    return hand, training
+
+
+@pytest.mark.parametrize(("epochs", "batches"), [(1, 8), (3, 5), (4, 1), (2, 2)])
+def test_no_input_is_written_before_the_steps_that_read_it_are_done(epochs, batches) -> None:  # noqa: ANN001
+    hand, training = _run(epochs, batches)
+    steps = [(i, op) for i, op in enumerate(training.ops) if op[0] == "step"]
+    assert [op[2] for _, op in steps] == list(range(epochs * batches))
+    waited = 0  # the training stream's ops the hand-over stream has waited for so far
+    for op in hand.ops:
+        if op[0] == "wait":
+            waited = max(waited, op[2])
+            continue
+        _, slot, j = op
+        readers = [i for i, (_, s, k) in steps if s == slot and k < j]  # earlier steps on it
+        assert all(i < waited for i in readers), f"batch {j} written while a step read input {slot}"
+
+
+def test_the_hand_over_waits_for_the_step_before_last_not_the_last() -> None:
+    hand, training = _run(1, 6)
+    waits = [op[2] for op in hand.ops if op[0] == "wait"]
+    steps_before = [len([op for op in training.ops[:w] if op[0] == "step"]) for w in waits]
+    # staging j (>= 2) waits for steps 0..j-3 only: step j-2 may still run while it is written
+    # (the first two of an epoch wait for everything queued, which is nothing yet here)
+    assert steps_before == [0, 0, 0, 1, 2, 3]
+    assert GRAPH_INPUTS == 3
