@@ -202,7 +202,10 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     @functools.cache  # made on first use, after the partition
     def handover_stream() -> Any:
         """The stream batches are handed over on ahead (LoaderConfig.handover_stream "side"): a
-        high-priority one of the primary context (loader.staging), not of the step's partition."""
+        high-priority one (loader.staging), in the training's partition where it has one."""
+        sms = cfg.steps_loader_sms()
+        if sms:
+            return torch.cuda.ExternalStream(partition(sms).stream(HANDOVER_PRIORITY))
         return torch.cuda.Stream(priority=HANDOVER_PRIORITY)
 
     def stream(loader_sms: int) -> Any:
