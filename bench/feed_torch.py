@@ -7,7 +7,6 @@ the GPU figures come from (FINDINGS.md). torch is imported only here.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from loader import ClipLoader
 from loader.backend import Frames
 from loader.bridge import Holder
 from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
-from loader.staging import GRAPH_INPUTS, HANDOVER_PRIORITY, StreamOrder, one_ahead
+from loader.staging import GRAPH_INPUTS, HANDOVER_PRIORITY, InputSlots, StreamOrder, one_ahead
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -221,7 +220,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
         if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging)
-            order.restart()
+            slots.epoch()
             yield from one_ahead(loader.raw_epoch(epoch), stage, ready)
             return
         for clips, batch in loader.raw_epoch(epoch):
@@ -229,8 +228,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
             holder.hold(clips, on_gpu=True)
             yield x, labels(batch)
 
-    turn = itertools.count()  # batches staged so far: a graphed step's inputs are used in turn
-    order = StreamOrder(torch.cuda.Event)
+    order, slots = StreamOrder(torch.cuda.Event), InputSlots()  # for the whole run, not an epoch
 
     def stage(pair: tuple[Any, Any]) -> tuple[Any, Any, Any]:
         """Queue the batch's hand-over on the hand-over stream, after the step before last
@@ -238,7 +236,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         clips, batch = pair
         training, hand = torch.cuda.current_stream(), handover_stream()
         order.staging(hand, training)
-        out = into[next(turn) % len(into)] if into else None
+        out = into[slots.stage()] if into else None
         with torch.cuda.stream(hand):
             x, y = to_torch(clips, len(batch), lc, out), labels(batch)
             holder.hold(clips, on_gpu=True)  # until the hand-over stream is past this kernel
@@ -250,7 +248,9 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     def ready(item: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x, y, done = item
-        order.handing(done, torch.cuda.current_stream())
+        if into:
+            slots.hand()
+        order.handing(done, torch.cuda.current_stream(), (x, y))
         return x, y
 
     def mark() -> Any:

@@ -56,7 +56,7 @@ class ClipLoader:
         self._backend: Backend | None = None
         self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
         self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side")
-        self._order = StreamOrder(_paddle_event)  # what it waits for on the training stream
+        self._order = StreamOrder(_paddle_event)  # what it waits for, across epochs
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
     def plan(self, epoch: int) -> np.ndarray:
@@ -116,7 +116,6 @@ class ClipLoader:
         With cfg.handover_stream "side" (GPU, the hand-over kernel) each batch is
         handed over one batch ahead on a stream of its own (loader.staging)."""
         if self.cfg.stages_handover():
-            self._order.restart()
             yield from one_ahead(self.raw_epoch(epoch), self._stage, self._ready)
             return
         for clips, batch in self.raw_epoch(epoch):
@@ -150,7 +149,7 @@ class ClipLoader:
         import paddle
 
         batch, done = staged
-        self._order.handing(done, paddle.device.current_stream())
+        self._order.handing(done, paddle.device.current_stream(), batch)
         return batch
 
     def _handover_stream(self) -> Any:

@@ -17,11 +17,15 @@ graph's inputs are reused in turn). Until the seventeenth round it waited for ev
 so far, i.e. for step k-1 when staging batch k+1: the kernel could start only when step k-1
 ended, exactly when step k wanted the SMs, so it still ran between two steps (profiles of the
 sixteenth and seventeenth rounds: at the default priority and at high priority alike). Now it
-waits only for step k-2, whose end the training stream marked when batch k-1 was handed out, and
-`one_ahead` keeps batch k-1 alive until batch k+1 is staged, so no memory a later step reads is
-free for the kernel to write: batches k-1 and k are held, every batch before them was read by
-step k-2 at the latest. A graphed step therefore needs three inputs in turn, not two. The first
-batch of an epoch waits for everything queued (the batches of the epoch before were let go).
+waits only for the end of the step before the last batch handed out, which the training stream
+marked when that batch was handed out, and StreamOrder holds that batch until the next one is
+handed out, so no memory a step still to finish reads is free for the kernel to write: the batch
+handed out last and the one staged are held, every batch before them was read by the steps
+before. That order outlives an epoch (the loader's or the consumer's StreamOrder, not the
+epoch's iterator): the benchmark footage's epochs are two batches long, and an order started
+afresh each epoch waited for everything queued at every staging there, as before (the
+seventeenth round's Q3 lines). A graphed step writes into the one of its three inputs
+(GRAPH_INPUTS) that neither the batch handed out last nor the one staged is in (InputSlots).
 
 This module is the order of things only: `one_ahead` stages each item as it arrives and hands it
 out one item later, so order and coverage are the source's; `StreamOrder` is written against the
@@ -44,52 +48,75 @@ GRAPH_INPUTS = 3  # a graphed step's inputs in turn when batches are staged: k+1
 
 def one_ahead(items: Iterable[T], stage: Callable[[T], S], ready: Callable[[S], U]) -> Iterator[U]:
     """`ready(stage(item))` for each item, in order; each item is staged before the previous one
-    is handed out (the last one alone at the end), and each item handed out is held here until
-    the next one but one has been staged. Closing the iterator early closes `items`, and leaves
-    at most one staged item unused."""
+    is handed out (the last one alone at the end). Closing the iterator early closes `items`, and
+    leaves at most one staged item unused."""
     pending: list[S] = []
-    held: U | None = None  # handed out last: its memory must not be free while item +2 is staged
     source = iter(items)
     try:
         for item in source:
             pending.append(stage(item))
             if len(pending) > 1:
-                held = ready(pending.pop(0))
-                yield held
+                yield ready(pending.pop(0))
         while pending:
-            held = ready(pending.pop(0))
-            yield held
+            yield ready(pending.pop(0))
     finally:
-        del held
         close = getattr(source, "close", None)
         if close is not None:
             close()
 
 
 class StreamOrder:
-    """The hand-over stream's order against the training stream (module doc): `staging` before
-    a batch's hand-over is queued, `handing` when it is handed to the training stream, `restart`
-    when an epoch starts. `event` makes an event (torch.cuda.Event, paddle.device.Event)."""
+    """The hand-over stream's order against the training stream (module doc), for as long as the
+    loader (or consumer) lives: `staging` before a batch's hand-over is queued, `handing` when it
+    is handed to the training stream. `event` makes an event (torch.cuda.Event,
+    paddle.device.Event)."""
 
     def __init__(self, event: Callable[[], Any]) -> None:
         self._event = event
         self._mark: Any = None  # the training stream when the last batch was handed out
-
-    def restart(self) -> None:
-        """A new epoch: the batches of the one before are no longer held (`one_ahead`)."""
-        self._mark = None
+        self._held: Any = None  # that batch: its step may not have run yet
 
     def staging(self, hand: Any, training: Any) -> None:
-        """Make `hand` wait for the step before last (for everything queued, first in an epoch)."""
+        """Make `hand` wait for the steps before the last batch handed out (for everything
+        queued, before the first)."""
         if self._mark is None:
             hand.wait_stream(training)
         else:
             hand.wait_event(self._mark)
 
-    def handing(self, done: Any, training: Any) -> None:
-        """Make `training` wait for a batch's hand-over (`done`, recorded on the hand-over stream
-        after it), and mark where it stands: the end of the step before the one this batch is
-        for."""
+    def handing(self, done: Any, training: Any, batch: Any) -> None:
+        """Make `training` wait for `batch`'s hand-over (`done`, recorded on the hand-over
+        stream after it), mark where it stands (the end of the step before the one `batch` is
+        for) and hold `batch` until the next one is handed out."""
         training.wait_event(done)
         self._mark = self._event()
         self._mark.record(training)
+        self._held = batch
+
+
+class InputSlots:
+    """Which of a graphed step's `n` inputs the next staged batch is written into: one that
+    neither the batch handed out last (its step may still run) nor a staged one is in. Every
+    other input was last read by a step before the batch handed out last, which StreamOrder's
+    wait covers. `epoch()` when an epoch starts: a batch staged but never handed out (an epoch
+    left early) no longer needs its input."""
+
+    def __init__(self, n: int = GRAPH_INPUTS) -> None:
+        if n < 3:
+            raise ValueError(f"a graphed step staged ahead needs 3 inputs (held, staged, free), "
+                             f"got {n}")
+        self.n = n
+        self._held: int | None = None
+        self._staged: list[int] = []
+
+    def epoch(self) -> None:
+        self._staged.clear()
+
+    def stage(self) -> int:
+        slot = next(i for i in range(self.n) if i != self._held and i not in self._staged)
+        self._staged.append(slot)
+        return slot
+
+    def hand(self) -> int:
+        self._held = self._staged.pop(0)
+        return self._held

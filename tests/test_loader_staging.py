@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from loader import LoaderConfig, LoaderError
-from loader.staging import GRAPH_INPUTS, HANDOVER_STREAMS, StreamOrder, one_ahead
+from loader.staging import GRAPH_INPUTS, HANDOVER_STREAMS, InputSlots, StreamOrder, one_ahead
 
 
 def test_each_item_is_staged_before_the_one_before_is_handed_out() -> None:
@@ -98,26 +98,6 @@ class Clip:
         self.i = i
 
 
-def test_the_batch_handed_out_last_is_held_until_the_next_but_one_is_staged() -> None:
-    refs: dict[int, weakref.ref] = {}
-    alive_at_stage: dict[int, list[int]] = {}
-
-    def stage(c: Clip) -> Clip:
-        gc.collect()
-        alive_at_stage[c.i] = sorted(i for i, r in refs.items() if r() is not None)
-        refs[c.i] = weakref.ref(c)
-        return c
-
-    def source() -> Iterator[Clip]:
-        for i in range(6):
-            yield Clip(i)
-
-    for got in one_ahead(source(), stage, lambda c: c):
-        del got  # a consumer that lets each batch go at once
-    # staging k+1, batch k-1 (handed out, its step maybe still running) and k (staged) live on
-    assert alive_at_stage == {0: [], 1: [0], 2: [0, 1], 3: [1, 2], 4: [2, 3], 5: [3, 4]}
-
-
 class Stream:
     """A CUDA stream as a list of what was queued on it (the order alone: no device)."""
 
@@ -136,50 +116,88 @@ class Event:
         self.stream, self.at = stream, len(stream.ops)
 
 
-def _run(epochs: int, batches: int) -> tuple[Stream, Stream]:
-    """The feed loop's order with staging: batch j written into graph input j % GRAPH_INPUTS on
-    the hand-over stream, step j on the training stream reading it."""
-    hand, training, order = Stream("hand"), Stream("training"), StreamOrder(Event)
-    count = iter(range(10**6))
+def test_the_batch_handed_out_last_is_held_until_the_next_one_is_handed_out() -> None:
+    order, hand, training = StreamOrder(Event), Stream("hand"), Stream("training")
+    refs: dict[int, weakref.ref] = {}
+    alive_at_stage: dict[int, list[int]] = {}
 
-    def stage(j: int) -> Event:
+    def stage(c: Clip) -> tuple[Clip, Event]:
         order.staging(hand, training)
-        hand.ops.append(("write", j % GRAPH_INPUTS, j))
+        gc.collect()
+        alive_at_stage[c.i] = sorted(i for i, r in refs.items() if r() is not None)
+        refs[c.i] = weakref.ref(c)
         done = Event()
         done.record(hand)
-        return done
+        return c, done
 
-    def ready(done: Event) -> None:
-        order.handing(done, training)
+    def ready(staged: tuple[Clip, Event]) -> Clip:
+        order.handing(staged[1], training, staged[0])
+        return staged[0]
 
-    for _ in range(epochs):
-        order.restart()
-        for _ in one_ahead((next(count) for _ in range(batches)), stage, ready):
-            j = len([op for op in training.ops if op[0] == "step"])
-            training.ops.append(("step", j % GRAPH_INPUTS, j))
+    for first in (0, 3):  # two epochs of three: the order outlives the epoch's iterator
+        for got in one_ahead((Clip(i) for i in range(first, first + 3)), stage, ready):
+            del got  # a consumer that lets each batch go at once
+    # staging k+1, batch k-1 (handed out, its step maybe still running) and k (staged) live on,
+    # across the epoch's end too (staging 3 and 4: batch 2 is still held)
+    assert alive_at_stage == {0: [], 1: [0], 2: [0, 1], 3: [2], 4: [2, 3], 5: [3, 4]}
+
+
+def _run(epochs: list[int], graph_inputs: int = GRAPH_INPUTS) -> tuple[Stream, Stream]:
+    """The feed loop's order with staging, over epochs of the given lengths (a negative length:
+    the epoch is left after that many batches, one staged and never handed out): batch j written
+    into an input chosen by InputSlots on the hand-over stream, the step on batch j reading it on
+    the training stream."""
+    hand, training = Stream("hand"), Stream("training")
+    order, slots = StreamOrder(Event), InputSlots(graph_inputs)
+    count = iter(range(10**6))
+
+    def stage(j: int) -> tuple[int, Event]:
+        order.staging(hand, training)
+        hand.ops.append(("write", slots.stage(), j, len(training.ops)))
+        done = Event()
+        done.record(hand)
+        return j, done
+
+    def ready(staged: tuple[int, Event]) -> int:
+        order.handing(staged[1], training, staged[0])
+        return slots.hand()
+
+    for n in epochs:
+        slots.epoch()
+        batches = one_ahead((next(count) for _ in range(abs(n) + (n < 0))), stage, ready)
+        for i, slot in enumerate(batches):
+            training.ops.append(("step", slot))
+            if n < 0 and i + 1 == -n:
+                batches.close()  # the batch staged ahead is never handed out
+                break
     return hand, training
 
 
-@pytest.mark.parametrize(("epochs", "batches"), [(1, 8), (3, 5), (4, 1), (2, 2)])
-def test_no_input_is_written_before_the_steps_that_read_it_are_done(epochs, batches) -> None:  # noqa: ANN001
-    hand, training = _run(epochs, batches)
-    steps = [(i, op) for i, op in enumerate(training.ops) if op[0] == "step"]
-    assert [op[2] for _, op in steps] == list(range(epochs * batches))
+@pytest.mark.parametrize("epochs", [[8], [3, 5, 2], [1, 1, 1, 1], [2, 2], [-2, 4], [3, -1, -2, 3]])
+def test_no_input_is_written_before_the_steps_that_read_it_are_done(epochs) -> None:  # noqa: ANN001
+    hand, training = _run(epochs)
+    assert len([op for op in training.ops if op[0] == "step"]) == sum(abs(n) for n in epochs)
     waited = 0  # the training stream's ops the hand-over stream has waited for so far
     for op in hand.ops:
         if op[0] == "wait":
             waited = max(waited, op[2])
             continue
-        _, slot, j = op
-        readers = [i for i, (_, s, k) in steps if s == slot and k < j]  # earlier steps on it
+        _, slot, j, queued = op  # queued: the training stream's ops when the write was queued
+        readers = [i for i, o in enumerate(training.ops[:queued]) if o == ("step", slot)]
         assert all(i < waited for i in readers), f"batch {j} written while a step read input {slot}"
 
 
-def test_the_hand_over_waits_for_the_step_before_last_not_the_last() -> None:
-    hand, training = _run(1, 6)
-    waits = [op[2] for op in hand.ops if op[0] == "wait"]
-    steps_before = [len([op for op in training.ops[:w] if op[0] == "step"]) for w in waits]
-    # staging j (>= 2) waits for steps 0..j-3 only: step j-2 may still run while it is written
-    # (the first two of an epoch wait for everything queued, which is nothing yet here)
-    assert steps_before == [0, 0, 0, 1, 2, 3]
+def test_a_graphed_step_needs_three_inputs() -> None:
+    with pytest.raises(ValueError, match="needs 3 inputs .held, staged, free., got 2"):
+        InputSlots(2)
+
+
+def test_the_hand_over_never_waits_for_the_step_queued_last() -> None:
+    hand, training = _run([2, 2, 2])  # the benchmark footage's epochs: two batches
+    waited = [op[2] for op in hand.ops if op[0] == "wait"]
+    stagings = [len([o for o in training.ops[:w] if o[0] == "step"]) for w in waited]
+    # staging batch j waits for the steps before the batch handed out last, across epochs too
+    # (the first two of the run wait for everything queued, which is nothing yet): batches 2 and
+    # 3 are staged with steps 0 and 1 queued, and wait for step 0 alone; 4 and 5 for 0-2 of 0-3
+    assert stagings == [0, 0, 1, 1, 3, 3]
     assert GRAPH_INPUTS == 3
