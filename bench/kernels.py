@@ -9,12 +9,22 @@ step's kernels (where the two shared the GPU), and the loader's costliest kernel
 The training stream is the stream with the most device time (a 60 ms step against the loader's
 many short kernels spread over dozens of streams); everything else is the loader's (its own
 streams, the hand-over kernels are on the step's stream).
+
+`gaps` reads a whole kept trace (`bench feed --profile-trace FILE`): the training stream's idle
+stretches, what ran in them, and for one kernel (by name) when it was launched against when it
+ran, which tells a kernel that waited for a dependency from one that was late to be queued
+(docs/BENCHMARKS.md, seventeenth round). From the shell: `python -m bench.kernels TRACE.json.gz
+[--watch crop] [--over-us 30]`, one JSON line.
 """
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import json
 from bisect import bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "copy", "gpu_memset": "copy"}
@@ -115,3 +125,66 @@ def _overlap(union: list[tuple[float, float]], a: float, b: float) -> float:
         total += max(0.0, hi - lo)
         i += 1
     return total
+
+
+def gaps(trace: dict[str, Any], watch: str = "crop", over_us: float = 30.0) -> dict[str, Any]:
+    """The training stream's gaps over `over_us` between two of its kernels or copies, each with
+    what other streams ran inside it (count by name, and the watched kernels' share of it), and
+    for kernels whose name holds `watch`: their stream, and how long after its launch (the
+    runtime or driver call of the same correlation id) each one started."""
+    events = trace.get("traceEvents", [])
+    work = [e for e in events if e.get("ph") == "X" and e.get("cat") in GPU_CATS]
+    if not work:
+        raise ValueError("the profile holds no GPU work (was CUDA activity recorded?)")
+    busy: dict[Any, float] = defaultdict(float)
+    for e in work:
+        busy[_stream(e)] += float(e.get("dur", 0))
+    train = max(busy, key=busy.__getitem__)
+    mine = sorted((e for e in work if _stream(e) == train), key=lambda e: float(e["ts"]))
+    theirs = [e for e in work if _stream(e) != train]
+    rows = []
+    for a, b in zip(mine, mine[1:], strict=False):
+        lo, hi = _end(a), _start(b)
+        if hi - lo <= over_us:
+            continue
+        inside = [e for e in theirs if _start(e) < hi and _end(e) > lo]
+        watched = sum(min(hi, _end(e)) - max(lo, _start(e))
+                      for e in inside if watch in str(e.get("name", "")))  # fmt: skip
+        rows.append({"us": round(hi - lo, 1), "after": str(a.get("name", "?"))[:NAME_CHARS],
+                     "watched_us": round(watched, 1),
+                     "beside": dict(Counter(str(e.get("name", "?"))[:40] for e in inside)
+                                    .most_common(4))})  # fmt: skip
+    launches = {e["args"]["correlation"]: float(e["ts"]) for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver")
+                and "correlation" in e.get("args", {})}  # fmt: skip
+    seen = sorted((e for e in work if watch in str(e.get("name", ""))), key=lambda e: e["ts"])
+    delays = [round(_start(e) - launches[e["args"]["correlation"]], 1) for e in seen
+              if e.get("args", {}).get("correlation") in launches]  # fmt: skip
+    return {"train_stream": train, "over_us": over_us, "gaps": rows,
+            "watch": {"name": watch, "kernels": len(seen),
+                      "streams": sorted({str(_stream(e)) for e in seen}),
+                      "launch_to_start_us": delays}}  # fmt: skip
+
+
+def _start(event: dict[str, Any]) -> float:
+    return float(event["ts"])
+
+
+def _end(event: dict[str, Any]) -> float:
+    return float(event["ts"]) + float(event.get("dur", 0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="The training stream's gaps in a kept trace.")
+    ap.add_argument("trace", type=Path, help="bench feed --profile-trace's file (.json or .gz)")
+    ap.add_argument("--watch", default="crop", help="name part of the kernel to follow")
+    ap.add_argument("--over-us", type=float, default=30.0)
+    args = ap.parse_args()
+    opener = gzip.open if args.trace.suffix == ".gz" else open
+    with opener(args.trace, "rt") as f:
+        trace = json.load(f)
+    print(json.dumps({"trace": args.trace.name, **gaps(trace, args.watch, args.over_us)}))
+
+
+if __name__ == "__main__":
+    main()

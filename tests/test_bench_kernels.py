@@ -6,13 +6,32 @@ import pytest
 from click.testing import CliRunner
 from test_loader_feed import _cpu_feed
 
-from bench.kernels import summarize
+from bench.kernels import gaps, summarize
 from cli import main
 
 
 def _event(stream: int, ts: float, dur: float, name: str = "k", cat: str = "kernel") -> dict:
     return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur,
             "args": {"stream": stream, "grid": [4, 2, 1], "block": [256, 1, 1]}}  # fmt: skip
+
+
+def test_gaps_say_what_ran_between_two_steps_and_how_late_the_watched_kernel_started() -> None:
+    crop = {**_event(9, 1020, 150, "crop_resize_float16"), "args": {"stream": 9, "correlation": 5}}
+    trace = {"traceEvents": [
+        _event(7, 0, 1000, "conv"), _event(7, 1010, 10, "adam"),  # a 10 us gap: under the bar
+        _event(7, 1200, 900, "conv"),  # 180 us after adam: the crop filled 150 of them
+        crop, _event(11, 1100, 20, "nv12"),
+        {"ph": "X", "cat": "cuda_driver", "name": "cuLaunchKernel", "ts": 400, "dur": 5,
+         "args": {"correlation": 5}},  # launched 620 us before it ran
+    ]}  # fmt: skip
+    out = gaps(trace, watch="crop", over_us=30)
+    assert out["train_stream"] == 7
+    assert out["gaps"] == [{"us": 180.0, "after": "adam", "watched_us": 150.0,
+                            "beside": {"crop_resize_float16": 1, "nv12": 1}}]  # fmt: skip
+    assert out["watch"] == {"name": "crop", "kernels": 1, "streams": ["9"],
+                            "launch_to_start_us": [620.0]}  # fmt: skip
+    with pytest.raises(ValueError, match="no GPU work"):
+        gaps({"traceEvents": []})
 
 
 def test_summary_splits_the_steps_stream_from_the_loaders_and_their_overlap() -> None:
