@@ -211,6 +211,10 @@ def bench_loader(baseline: str, seconds: float, warmup: float, videos: Path | No
 @click.option("--gil-probe/--no-gil-probe", default=True, show_default=True,
               help="Time Python's lock with a thread that wakes every 5 ms (off: no such thread; "
               "garbage collections are timed either way), to see whether it stalls training.")
+@click.option("--gc-census", is_flag=True,
+              help="Diagnosis: free nothing Python finds in a reference cycle during the run "
+              "and count those objects by type in the line (`gil.census`): what the fed loop "
+              "makes cycles of.")
 @click.option("--profile-trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --profile-steps: also keep the profiled steps' whole trace in this file "
               "(gzipped Chrome trace JSON).")

@@ -82,6 +82,7 @@ class FeedConfig:
     # a thread waking every 5 ms to time Python's lock (bench.measure.GilProbe); off: none, to see
     # whether that thread's own turns at the lock stall the training thread
     gil_probe: bool = True
+    gc_census: bool = False  # keep what reference cycles hold and count it by type (GilProbe)
 
     def __post_init__(self) -> None:
         if self.consumer not in CONSUMERS or self.stream not in STREAMS:
@@ -183,7 +184,9 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    probe = GilProbe() if cfg.gil_probe else GilProbe(period_s=None)  # None: no probe thread
+    # period_s None: no probe thread (--no-gil-probe)
+    probe = (GilProbe(census=cfg.gc_census) if cfg.gil_probe
+             else GilProbe(period_s=None, census=cfg.gc_census))  # fmt: skip
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
         batches = _epochs(loader, consumer)
         fed = timed(batches, consumer, cfg.seconds, cfg.warmup, cfg.in_flight)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -127,23 +128,37 @@ class GilProbe:
     not run the lock's holder (host_counters says whether it was throttled or preempted, or the
     machine's CPUs paused by its hypervisor: steal, which made the fifteenth round's stalls).
 
-    It also times Python's garbage collections (gc.callbacks), which hold the lock throughout.
+    It also times Python's garbage collections (gc.callbacks), which hold the lock throughout,
+    and lists the slow ones (over `late_s`) with how many objects each freed: a slow collection
+    that freed few objects ran a slow finalizer (or waited for the lock), not a long walk. With
+    `census` (bench feed --gc-census) nothing found in a reference cycle is freed
+    (gc.DEBUG_SAVEALL) and the summary counts those objects by type: what the fed loop makes
+    cycles of (the seventeenth round's 35 ms collections beside stalls; a diagnosis run, since
+    the objects then live to the end).
     (Dumping every thread's stack at a stall, with faulthandler's watchdog, named the holder but
     crashed one H200 run of six mid-dump: it reads other threads' frames without the lock;
     docs/BENCHMARKS.md, fourteenth round. `py-spy record --gil` reads them from outside.)
     """
 
-    def __init__(self, period_s: float | None = 0.005, late_s: float = 0.02) -> None:
+    def __init__(self, period_s: float | None = 0.005, late_s: float = 0.02,
+                 census: bool = False) -> None:  # fmt: skip
         self.period_s = period_s  # None: no probe thread (the collections are still timed)
         self.late_s = late_s  # later than this counts as a stall
+        self.census = census
         self.stalls: list[tuple[float, float]] = []  # (perf_counter at the sleep's end, late by)
-        self.collections: list[tuple[float, float, int]] = []  # (perf_counter at end, s, gen)
+        # (perf_counter at end, s, generation, objects freed)
+        self.collections: list[tuple[float, float, int, int]] = []
+        self.kept: dict[str, int] = {}  # census: objects found in cycles, by type
         self._gc_start = 0.0
+        self._debug = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="gil-probe", daemon=True)
 
     def __enter__(self) -> GilProbe:
         gc.callbacks.append(self._collected)
+        if self.census:
+            self._debug = gc.get_debug()
+            gc.set_debug(self._debug | gc.DEBUG_SAVEALL)
         if self.period_s is not None:
             self._thread.start()
         return self
@@ -153,13 +168,20 @@ class GilProbe:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         gc.callbacks.remove(self._collected)
+        if self.census:
+            gc.collect()
+            kept = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+            self.kept = dict(kept.most_common(20))
+            gc.garbage.clear()
+            gc.set_debug(self._debug)
 
     def _collected(self, phase: str, info: dict) -> None:
         now = time.perf_counter()
         if phase == "start":
             self._gc_start = now
         else:
-            self.collections.append((now, now - self._gc_start, info["generation"]))
+            self.collections.append((now, now - self._gc_start, info["generation"],
+                                     info.get("collected", 0)))  # fmt: skip
 
     def _watch(self) -> None:
         assert self.period_s is not None
@@ -175,7 +197,8 @@ class GilProbe:
         the longest, and the first `listed` longer than 50 ms as [seconds from start, ms]; and
         the garbage collections that ended in that time."""
         inside = [(t - start, late) for t, late in list(self.stalls) if start <= t <= end]
-        collected = [(s, gen) for t, s, gen in list(self.collections) if start <= t <= end]
+        done = [c for c in list(self.collections) if start <= c[0] <= end]
+        collected = [(s, gen) for _, s, gen, _ in done]
         return {
             "probed": self.period_s is not None,  # False: no thread timed the lock (stalls 0)
             "over_ms": round(1000 * self.late_s),
@@ -186,6 +209,10 @@ class GilProbe:
                 :listed
             ],
             "gc": _by_generation(collected),
+            # [seconds from start, ms, generation, objects freed] of each slow collection
+            "gc_slow": [[round(t - start, 2), round(1000 * took, 1), gen, freed]
+                        for t, took, gen, freed in done if took > self.late_s][:listed],
+            **({"census": self.kept} if self.census else {}),
         }
 
 

@@ -172,6 +172,7 @@ class ClipLoader:
     def close(self) -> None:
         if self._hand is not None:
             self._hand.synchronize()  # a batch staged but never taken may still be in its kernel
+        self._order = StreamOrder(_paddle_event)  # lets go of the batch it held
         self._holder.release()
         if self._backend is not None:
             self._backend.close()

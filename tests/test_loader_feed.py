@@ -204,7 +204,7 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
     args = _cpu_feed(prepared, "--unfed-cache", str(cache))
     runs = []
     # loader and probe settings only, then a change of the step
-    for extra in ([], ["--prefetch", "3", "--no-gil-probe"], ["--batch-size", "3"]):
+    for extra in ([], ["--prefetch", "3", "--no-gil-probe", "--gc-census"], ["--batch-size", "3"]):
         res = CliRunner().invoke(main, args + extra)
         assert res.exit_code == 0, res.output
         runs.append(json.loads(res.output.strip().splitlines()[-1]))
@@ -213,6 +213,9 @@ def test_bench_feed_reuses_the_step_alone_from_its_cache(prepared, tmp_path: Pat
     assert same_step["unfed_reused"]["from"] == str(cache)
     assert same_step["unfed"] == first["unfed"]
     assert same_step["fed"]["gil"]["probed"] is False and first["fed"]["gil"]["probed"] is True
+    # the census (what the fed loop left in reference cycles, by type) only where asked for
+    assert isinstance(same_step["fed"]["gil"]["census"], dict)
+    assert "census" not in first["fed"]["gil"]
     assert same_step["fed_vs_unfed"] == round(
         same_step["fed"]["clips_per_s"] / first["unfed"]["clips_per_s"], 3
     )
@@ -473,6 +476,44 @@ def test_gil_probe_without_its_thread_still_times_collections() -> None:
     out = probe.summary(start, end)
     assert out["probed"] is False and out["stalls"] == 0, out
     assert out["gc"]["2"][0] >= 1, out
+
+
+def test_gil_probe_lists_slow_collections_and_with_census_what_cycles_held() -> None:
+    """A collection that runs a slow finalizer is listed with the few objects it freed; with
+    census (bench feed --gc-census) objects found in cycles are kept and counted by type."""
+    import gc
+    import time
+
+    from bench.measure import GilProbe
+
+    class Slow:
+        def __del__(self) -> None:
+            time.sleep(0.03)  # as a finalizer that waits for the GPU would
+
+    class Knot:
+        pass
+
+    gc.collect()  # nothing left over from before
+    with GilProbe(period_s=None) as probe:
+        start = time.perf_counter()
+        slow = Slow()
+        slow.me = slow  # a cycle: only the collector frees it
+        del slow
+        gc.collect()
+        end = time.perf_counter()
+    out = probe.summary(start, end)
+    assert "census" not in out
+    (_, took, generation, freed), = out["gc_slow"]
+    assert took >= 30 and generation == 2 and 1 <= freed <= 3, out  # the object (and its dict)
+
+    with GilProbe(period_s=None, census=True) as probe:
+        for _ in range(3):
+            knot = Knot()
+            knot.me = knot
+        del knot
+    kept = probe.summary(0, time.perf_counter())["census"]
+    assert kept[f"{__name__}.{Knot.__qualname__}"] == 3, kept
+    assert gc.garbage == [] and not gc.get_debug() & gc.DEBUG_SAVEALL  # left as it was
 
 
 def test_gil_probe_times_collections_and_host_counters_count_preemptions() -> None:
