@@ -32,12 +32,13 @@ alone for a few seconds first, so cuDNN picks its kernels as in a full run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -111,7 +112,8 @@ class Consumer:
     name: str
     step: Callable[[Any, Any], None]  # (clips, labels) on the device
     fence: Callable[[], Callable[[], None]]  # mark the queue; the returned call waits for it
-    batches: Callable[[ClipLoader, int], Iterator[tuple[Any, Any]]]  # loader, epoch -> (x, y)
+    # (loader, epochs) -> (x, y) of those epochs' batches, one epoch after the other
+    batches: Callable[[ClipLoader, Iterable[int]], Iterator[tuple[Any, Any]]]
     fixed: tuple[Any, Any]  # one resident batch for the unfed phase
     stream: Callable[[int], Any]  # (loader_sms) -> context manager: the steps on their stream
     partition: Callable[[], dict] = dict  # the SM partition in use: {"train_sms", "device_sms"}
@@ -313,10 +315,7 @@ def _repeat(batch: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:
 
 
 def _epochs(loader: ClipLoader, consumer: Consumer) -> Iterator[tuple[Any, Any]]:
-    epoch = 0
-    while True:
-        yield from consumer.batches(loader, epoch)
-        epoch += 1
+    return consumer.batches(loader, itertools.count())
 
 
 def _handover(cfg: FeedConfig) -> str:

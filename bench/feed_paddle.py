@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -46,8 +46,8 @@ def paddle_consumer(cfg: FeedConfig) -> Consumer:
         event.record()
         return event.synchronize
 
-    def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
-        for batch in loader.epoch(epoch):
+    def batches(loader: ClipLoader, epochs: Iterable[int]) -> Iterator[tuple[Any, Any]]:
+        for batch in loader.epochs(epochs):
             yield batch_inputs(batch, amp)
 
     def stream(loader_sms: int) -> contextlib.AbstractContextManager:

@@ -7,7 +7,8 @@ the GPU figures come from (FINDINGS.md). torch is imported only here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,15 +219,17 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     def labels(batch: Any) -> Any:
         return torch.as_tensor(batch.labels).pin_memory().cuda(non_blocking=True) % 101
 
-    def batches(loader: ClipLoader, epoch: int) -> Iterator[tuple[Any, Any]]:
-        if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging)
-            slots.epoch()
-            yield from one_ahead(loader.raw_epoch(epoch), stage, ready)
+    def batches(loader: ClipLoader, epochs: Iterable[int]) -> Iterator[tuple[Any, Any]]:
+        if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging),
+            slots.epoch()  # across epochs too (the footage's epochs are one batch each)
+            raw = itertools.chain.from_iterable(loader.raw_epoch(e) for e in epochs)
+            yield from one_ahead(raw, stage, ready)
             return
-        for clips, batch in loader.raw_epoch(epoch):
-            x = to_torch(clips, len(batch), lc, into[0] if into else None)
-            holder.hold(clips, on_gpu=True)
-            yield x, labels(batch)
+        for epoch in epochs:
+            for clips, batch in loader.raw_epoch(epoch):
+                x = to_torch(clips, len(batch), lc, into[0] if into else None)
+                holder.hold(clips, on_gpu=True)
+                yield x, labels(batch)
 
     order, slots = StreamOrder(torch.cuda.Event), InputSlots()  # for the whole run, not an epoch
 

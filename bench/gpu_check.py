@@ -162,8 +162,9 @@ def segments(args: argparse.Namespace) -> dict:
 def staging(args: argparse.Namespace) -> dict:
     """The hand-over one batch ahead (loader.staging) gives the stand-in's steps the same batches,
     bit for bit, as on the training stream, with steps running: eager and graphed (three inputs
-    in turn, loader.staging.GRAPH_INPUTS). Each batch is summed on the training stream where the
-    step reads it; nothing here waits for the GPU, so the host runs ahead and a hand-over that
+    in turn, loader.staging.GRAPH_INPUTS), over three epochs run back to back (staged across
+    their boundaries). Each batch is summed on the training stream where the step reads it;
+    nothing here waits for the GPU, so the host runs ahead and a hand-over that
     wrote an input before the steps reading it were done would change a sum."""
     import torch
 
@@ -179,7 +180,7 @@ def staging(args: argparse.Namespace) -> dict:
         consumer = torch_consumer(feed)
         got = []
         with consumer.stream(2), ClipLoader(cfg) as loader:
-            for i, (x, y) in enumerate(consumer.batches(loader, 1)):
+            for i, (x, y) in enumerate(consumer.batches(loader, [1, 2, 3])):
                 got.append(x.double().sum())  # on the training stream, as the step reads x
                 consumer.step(x, y)
                 if i + 1 >= 3 * args.batches:

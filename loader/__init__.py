@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,13 +116,21 @@ class ClipLoader:
 
         With cfg.handover_stream "side" (GPU, the hand-over kernel) each batch is
         handed over one batch ahead on a stream of its own (loader.staging)."""
+        return self.epochs([epoch])
+
+    def epochs(self, epochs: Iterable[int]) -> Iterator[Batch]:
+        """The batches of `epochs`, one after the other, as `epoch` gives each; handed over
+        ahead ("side") across their boundaries too, which matters where an epoch is a batch or
+        two (the benchmark footage's: one batch of 128)."""
         if self.cfg.stages_handover():
-            yield from one_ahead(self.raw_epoch(epoch), self._stage, self._ready)
+            raw = itertools.chain.from_iterable(self.raw_epoch(e) for e in epochs)
+            yield from one_ahead(raw, self._stage, self._ready)
             return
-        for clips, batch in self.raw_epoch(epoch):
-            tensor = to_paddle(clips, len(batch), self.cfg)
-            self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
-            yield self._batch(tensor, batch)
+        for epoch in epochs:
+            for clips, batch in self.raw_epoch(epoch):
+                tensor = to_paddle(clips, len(batch), self.cfg)
+                self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
+                yield self._batch(tensor, batch)
 
     @staticmethod
     def _batch(tensor: paddle.Tensor, batch: PlanBatch) -> Batch:

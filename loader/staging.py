@@ -13,19 +13,22 @@ an event before step k+1. The stream is in the training's SM partition where the
 
 What the hand-over stream waits for (StreamOrder): the memory it writes may have been read by a
 step (the framework's allocator reuses a stream's freed memory by that stream's order; a CUDA
-graph's inputs are reused in turn). Until the seventeenth round it waited for every step queued
-so far, i.e. for step k-1 when staging batch k+1: the kernel could start only when step k-1
-ended, exactly when step k wanted the SMs, so it still ran between two steps (profiles of the
-sixteenth and seventeenth rounds: at the default priority and at high priority alike). Now it
-waits only for the end of the step before the last batch handed out, which the training stream
-marked when that batch was handed out, and StreamOrder holds that batch until the next one is
-handed out, so no memory a step still to finish reads is free for the kernel to write: the batch
-handed out last and the one staged are held, every batch before them was read by the steps
-before. That order outlives an epoch (the loader's or the consumer's StreamOrder, not the
-epoch's iterator): the benchmark footage's epochs are two batches long, and an order started
-afresh each epoch waited for everything queued at every staging there, as before (the
-seventeenth round's Q3 lines). A graphed step writes into the one of its three inputs
-(GRAPH_INPUTS) that neither the batch handed out last nor the one staged is in (InputSlots).
+graph's inputs are reused in turn). It waits for the end of the step before the last batch
+handed out, which the training stream marked when that batch was handed out, and StreamOrder
+holds that batch until the next one is handed out: the batch handed out last and the one staged
+are held, every batch before them was read by the steps before, so no memory a step still to
+finish reads is free for the kernel to write. A graphed step writes into the one of its three
+inputs (GRAPH_INPUTS) that neither the batch handed out last nor the one staged is in
+(InputSlots). The order outlives an epoch, and `ClipLoader.epochs` stages across the epochs it
+runs back to back.
+
+Until the seventeenth round neither held, and the kernel never ran ahead (docs/BENCHMARKS.md):
+it waited for every step queued (step k-1 when staging batch k+1), so it could start only when
+step k wanted the SMs; and staging was per epoch, while the benchmark footage's epochs are one
+batch each (216 clips, the partial batch dropped), so nothing was ever staged ahead there:
+every "side" line of the sixteenth and seventeenth rounds queued the kernel when its batch was
+asked for, after the step before it, and it ran between the two (profiles: launched 5-22 ms
+ahead, started when that step ended, at the default priority and at high priority alike).
 
 This module is the order of things only: `one_ahead` stages each item as it arrives and hands it
 out one item later, so order and coverage are the source's; `StreamOrder` is written against the

@@ -208,6 +208,20 @@ def test_abandoned_epoch_then_full_epoch(world: dict) -> None:
         assert sum(len(b.keys) for b in loader.epoch(1)) == len(world["records"])
 
 
+def test_epochs_back_to_back_are_the_epochs_one_after_the_other(world: dict) -> None:
+    """ClipLoader.epochs (what bench feed runs; the hand-over ahead spans its epochs): the same
+    batches, keys and pixels as epoch() called for each in turn."""
+    with make(world, seed=3) as loader:
+        one_by_one = [b for e in (0, 1) for b in loader.epoch(e)]
+    with make(world, seed=3) as loader:
+        chained = list(loader.epochs([0, 1]))
+    assert [b.keys for b in chained] == [b.keys for b in one_by_one]
+    assert len(chained) == 2 * len(loader.batches(0))
+    for a, b in zip(chained, one_by_one, strict=True):
+        assert np.array_equal(a.clips.numpy(), b.clips.numpy())
+        assert np.array_equal(a.labels.numpy(), b.labels.numpy())
+
+
 def test_pipeline_runs_on_across_epochs_and_rebuilds_off_plan(world: dict) -> None:
     """Consecutive epochs share one pipeline (no drain and cold start between them) and give
     the clips a fresh loader gives; a skipped, repeated or abandoned epoch rebuilds, still right."""

@@ -193,7 +193,7 @@ def test_a_graphed_step_needs_three_inputs() -> None:
 
 
 def test_the_hand_over_never_waits_for_the_step_queued_last() -> None:
-    hand, training = _run([2, 2, 2])  # the benchmark footage's epochs: two batches
+    hand, training = _run([2, 2, 2])  # short epochs, each staged on its own
     waited = [op[2] for op in hand.ops if op[0] == "wait"]
     stagings = [len([o for o in training.ops[:w] if o[0] == "step"]) for w in waited]
     # staging batch j waits for the steps before the batch handed out last, across epochs too
