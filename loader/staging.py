@@ -46,7 +46,7 @@ U = TypeVar("U")
 
 HANDOVER_STREAMS = ("step", "side")  # LoaderConfig.handover_stream
 HANDOVER_PRIORITY = -1  # CUDA's convention (lower is sooner): the hand-over stream's, "side"
-GRAPH_INPUTS = 3  # a graphed step's inputs in turn when batches are staged: k+1 reuses k-2's
+GRAPH_INPUTS = 3  # a graphed step's inputs when batches are staged: held, staged, one to write
 
 
 def one_ahead(items: Iterable[T], stage: Callable[[T], S], ready: Callable[[S], U]) -> Iterator[U]:
