@@ -167,15 +167,14 @@ class ClipLoader:
         if self._hand is None:
             import paddle
 
-            from .greenctx import partition_in_use
+            from .greenctx import PADDLE_HIGH, partition_in_use
 
-            high = 1  # Paddle's "high" (CUDA's HANDOVER_PRIORITY, -1)
-            part = partition_in_use(self.cfg.gpu_device())
+            part = partition_in_use(self.cfg.gpu_device())  # HANDOVER_PRIORITY in Paddle's terms
             if part is None:
-                self._hand = paddle.device.Stream(priority=high)
+                self._hand = paddle.device.Stream(priority=PADDLE_HIGH)
             else:
                 with part.current():
-                    self._hand = paddle.device.Stream(priority=high)
+                    self._hand = paddle.device.Stream(priority=PADDLE_HIGH)
         return self._hand
 
     def close(self) -> None:

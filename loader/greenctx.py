@@ -76,6 +76,7 @@ _NEEDED = (
 # CUDA's high priority ("high": when both wait for SMs, the step's blocks go before the loader's,
 # which DALI issues at the default priority), or the framework's default stream
 STEP_STREAMS = ("side", "high", "default")
+PADDLE_HIGH, PADDLE_NORMAL = 1, 2  # Paddle's stream priorities (CUDA's -1 and 0)
 DEFAULT_LOADER_SMS = 2  # measured best on an H200 (docs/BENCHMARKS.md, "Fed loader", sweeps F-H)
 
 

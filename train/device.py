@@ -9,6 +9,7 @@ from typing import Any
 
 import paddle
 
+from loader.greenctx import PADDLE_HIGH, PADDLE_NORMAL
 from train.install import gpu_build_problem, mixed_install
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def compute_stream(
 def _step_stream(loader_sms: int, sm_fine: bool, strict: bool, high: bool) -> tuple[Any, int]:
     """compute_stream's stream (in the green context with `loader_sms`), and the SMs it leaves."""
     stream, partitioned = None, 0
-    priority = 1 if high else 2  # Paddle's convention: 1 high, 2 normal (CUDA's -1 and 0)
+    priority = PADDLE_HIGH if high else PADDLE_NORMAL
     if loader_sms:
         from loader.greenctx import GreenContextError, shared_partition
 
