@@ -89,8 +89,8 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--handover-stream", type=click.Choice(["step", "side"]), default=None,
               show_default="step", help="GPU: where the hand-over kernel turns DALI's clips into "
               "the batch: on the step's stream before the step, or one batch ahead on a "
-              "high-priority stream of its own, beside the step before (not faster yet: "
-              "docs/BENCHMARKS.md).")
+              "high-priority stream of its own, beside the step before (no gain measured yet; "
+              "the lines so far never staged ahead: docs/BENCHMARKS.md, seventeenth round).")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")
