@@ -13,7 +13,7 @@ from loader import ClipLoader
 
 
 def paddle_consumer(cfg: FeedConfig) -> Consumer:
-    """train.loop.train_step on a train.models model, fed through ClipLoader.epoch()."""
+    """train.loop.train_step on a train.models model, fed through ClipLoader.epochs()."""
     import paddle
 
     from train.config import TrainConfig

@@ -221,7 +221,7 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     def batches(loader: ClipLoader, epochs: Iterable[int]) -> Iterator[tuple[Any, Any]]:
         if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging),
-            slots.epoch()  # across epochs too (the footage's epochs are one batch each)
+            slots.restart()  # across epochs too (the footage's epochs are one batch each)
             raw = itertools.chain.from_iterable(loader.raw_epoch(e) for e in epochs)
             yield from one_ahead(raw, stage, ready)
             return

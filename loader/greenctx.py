@@ -263,5 +263,6 @@ def shared_partition(device_id: int, loader_sms: int, fine: bool = False) -> SmP
 
 def partition_in_use(device_id: int) -> SmPartition | None:
     """The partition the training on `device_id` runs on (shared_partition's latest), if any:
-    the loader's hand-over can then run on the SMs it leaves (LoaderConfig.handover_stream)."""
+    the loader's hand-over stream is then made in it, on the training's SMs
+    (LoaderConfig.handover_stream "side")."""
     return _IN_USE.get(device_id)

@@ -101,8 +101,8 @@ class InputSlots:
     """Which of a graphed step's `n` inputs the next staged batch is written into: one that
     neither the batch handed out last (its step may still run) nor a staged one is in. Every
     other input was last read by a step before the batch handed out last, which StreamOrder's
-    wait covers. `epoch()` when an epoch starts: a batch staged but never handed out (an epoch
-    left early) no longer needs its input."""
+    wait covers. `restart()` when a new pass of staging starts (a new `one_ahead`): a batch the
+    pass before staged but never handed out (it was left early) no longer needs its input."""
 
     def __init__(self, n: int = GRAPH_INPUTS) -> None:
         if n < 3:
@@ -112,7 +112,7 @@ class InputSlots:
         self._held: int | None = None
         self._staged: list[int] = []
 
-    def epoch(self) -> None:
+    def restart(self) -> None:
         self._staged.clear()
 
     def stage(self) -> int:

@@ -163,7 +163,7 @@ def _run(epochs: list[int], graph_inputs: int = GRAPH_INPUTS) -> tuple[Stream, S
         return slots.hand()
 
     for n in epochs:
-        slots.epoch()
+        slots.restart()
         batches = one_ahead((next(count) for _ in range(abs(n) + (n < 0))), stage, ready)
         for i, slot in enumerate(batches):
             training.ops.append(("step", slot))
