@@ -82,10 +82,11 @@ def _loader_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default="auto", show_default=True, help="GPU: who crops and resizes "
                      "NVDEC's frames: DALI's fn.resize, or the hand-over kernel as it normalises "
                      "(auto: the kernel where the clips leave DALI as uint8)."),
-        click.option("--handover-stream", type=click.Choice(["step", "side"]),
+        click.option("--handover-stream", type=click.Choice(["step", "side", "rest"]),
                      default="step", show_default=True, help="GPU: run the hand-over kernel on "
                      "the step's stream before the step, or one batch ahead on a high-priority "
-                     "stream of its own."),
+                     "stream of its own in the step's SM partition (side) or on the SMs it "
+                     "leaves to the loader (rest)."),
         click.option("--prefetch", type=click.IntRange(1), default=2, show_default=True),
         click.option("--thread-ahead", type=click.IntRange(0), default=0, show_default=True,
                      help="Take DALI's outputs in a loader thread this many batches ahead "

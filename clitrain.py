@@ -86,11 +86,11 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               help="GPU: train on all but N of the GPU's SMs (a CUDA green context, CUDA 12.4+), "
               "so the NVDEC loader's per-frame kernels never queue behind the step's. auto: 2 "
               "with --decode gpu/hybrid, else 0 (off).")
-@click.option("--handover-stream", type=click.Choice(["step", "side"]), default=None,
+@click.option("--handover-stream", type=click.Choice(["step", "side", "rest"]), default=None,
               show_default="step", help="GPU: where the hand-over kernel turns DALI's clips into "
-              "the batch: on the step's stream before the step, or one batch ahead on a "
-              "high-priority stream of its own, beside the step before (no gain measured yet; "
-              "the lines so far never staged ahead: docs/BENCHMARKS.md, seventeenth round).")
+              "the batch: on the step's stream before the step, or one batch ahead on a stream "
+              "of its own, beside the step before: high-priority on the step's SMs (side) or on "
+              "the SMs the partition leaves to the loader (rest). See docs/BENCHMARKS.md.")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,17 @@ from loader import ClipLoader
 from loader.backend import Frames
 from loader.bridge import Holder
 from loader.handover import clip_sources, crop_resize_into, frame_parts, normalize_into, use_kernel
-from loader.staging import GRAPH_INPUTS, HANDOVER_PRIORITY, InputSlots, StreamOrder, one_ahead
+from loader.staging import (
+    GRAPH_INPUTS,
+    HANDOVER_PRIORITY,
+    NO_REST,
+    REST_PRIORITY,
+    InputSlots,
+    StreamOrder,
+    one_ahead,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -201,11 +212,16 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
 
     @functools.cache  # made on first use, after the partition
     def handover_stream() -> Any:
-        """The stream batches are handed over on ahead (LoaderConfig.handover_stream "side"): a
-        high-priority one (loader.staging), in the training's partition where it has one."""
+        """The stream batches are handed over on ahead (LoaderConfig.handover_stream, "side" or
+        "rest"; loader.staging): a high-priority one in the training's partition where it has
+        one, or ("rest") one on the SMs that partition leaves to the loader."""
         sms = cfg.steps_loader_sms()
+        if sms and lc.handover_stream == "rest":
+            return torch.cuda.ExternalStream(partition(sms).rest_stream(REST_PRIORITY))
         if sms:
             return torch.cuda.ExternalStream(partition(sms).stream(HANDOVER_PRIORITY))
+        if lc.handover_stream == "rest":
+            log.warning(NO_REST)
         return torch.cuda.Stream(priority=HANDOVER_PRIORITY)
 
     def stream(loader_sms: int) -> Any:

@@ -11,6 +11,7 @@ as a stand-in consumer (the bridge hands the same capsule to Paddle).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -160,8 +161,9 @@ def segments(args: argparse.Namespace) -> dict:
 
 
 def staging(args: argparse.Namespace) -> dict:
-    """The hand-over one batch ahead (loader.staging) gives the stand-in's steps the same batches,
-    bit for bit, as on the training stream, with steps running: eager and graphed (three inputs
+    """The hand-over one batch ahead (loader.staging), on the step's SMs ("side") or on the
+    loader's ("rest"), gives the stand-in's steps the same batches, bit for bit, as on the
+    training stream, with steps running: eager and graphed (three inputs
     in turn, loader.staging.GRAPH_INPUTS), over three epochs run back to back (staged across
     their boundaries). Each batch is summed on the training stream where the step reads it;
     nothing here waits for the GPU, so the host runs ahead and a hand-over that
@@ -172,7 +174,7 @@ def staging(args: argparse.Namespace) -> dict:
     from bench.feed_torch import torch_consumer
 
     sums: dict[str, list[float]] = {}
-    for where, graph in (("step", False), ("side", False), ("step", True), ("side", True)):
+    for where, graph in itertools.product(("step", "side", "rest"), (False, True)):
         cfg = LoaderConfig(manifests=args.manifests, shards=args.shards, split=args.split,
                            batch_size=64, decode="gpu", seed=7, cache_dir=args.cache,
                            dtype="float16", gpu_pipelines=4, handover_stream=where)  # fmt: skip

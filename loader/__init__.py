@@ -18,7 +18,7 @@ from .config import LoaderConfig
 from .nice import renice_others
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
-from .staging import StreamOrder, one_ahead
+from .staging import NO_REST, StreamOrder, one_ahead
 
 if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge), not before
     import paddle
@@ -162,19 +162,24 @@ class ClipLoader:
         return batch
 
     def _handover_stream(self) -> Any:
-        """The stream batches are handed over on ahead: a high-priority one (loader.staging), in
-        the green context of the training's SM partition where it runs on one (loader.greenctx)."""
+        """The stream batches are handed over on ahead (loader.staging): a high-priority one in
+        the green context of the training's SM partition where it runs on one (loader.greenctx),
+        or ("rest") a stream on the SMs that partition leaves to the loader."""
         if self._hand is None:
             import paddle
 
-            from .greenctx import PADDLE_HIGH, partition_in_use
+            from .greenctx import PADDLE_HIGH, PADDLE_NORMAL, partition_in_use
 
             part = partition_in_use(self.cfg.gpu_device())  # HANDOVER_PRIORITY in Paddle's terms
+            rest = self.cfg.handover_stream == "rest"
             if part is None:
+                if rest:
+                    log.warning(NO_REST)
                 self._hand = paddle.device.Stream(priority=PADDLE_HIGH)
             else:
-                with part.current():
-                    self._hand = paddle.device.Stream(priority=PADDLE_HIGH)
+                priority = PADDLE_NORMAL if rest else PADDLE_HIGH  # REST_PRIORITY: normal
+                with part.current(rest=rest):
+                    self._hand = paddle.device.Stream(priority=priority)
         return self._hand
 
     def close(self) -> None:

@@ -60,8 +60,9 @@ class LoaderConfig:
     # "auto": the kernel wherever those hold (resizer())
     gpu_resize: str = "auto"
     # GPU, hand-over kernel: where it runs (loader.staging): "step" (on the training stream, just
-    # before the step that reads the batch) or "side" (a high-priority stream of its own, one batch
-    # ahead, beside the step before). Other hand-overs run on the training stream whatever this says
+    # before the step that reads the batch), "side" (a high-priority stream of its own, one batch
+    # ahead, beside the step before) or "rest" (the same on the SMs the training's partition
+    # leaves to the loader). Other hand-overs run on the training stream whatever this says
     handover_stream: str = "step"
     mean: tuple[float, float, float] = ACTIVITYNET_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -200,7 +201,7 @@ class LoaderConfig:
 
     def stages_handover(self) -> bool:
         """Whether batches are handed over one ahead on a stream of their own (handover_stream
-        "side", on the GPU, uint8 clips through the hand-over kernel)."""
+        "side" or "rest", on the GPU, uint8 clips through the hand-over kernel)."""
         return (self.handover_stream != "step" and self.clips_device() == "gpu"
                 and self.clip_output() == "uint8" and self.handover == "kernel")  # fmt: skip
 

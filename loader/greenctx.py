@@ -198,16 +198,20 @@ class SmPartition:
         """
         return self._new_stream(self._green, priority)
 
-    def rest_stream(self) -> int:
+    def rest_stream(self, priority: int = 0) -> int:
         """A new non-blocking stream on the SMs the partition leaves free (a green context of
         their own, made on first use): work queued there cannot take the training's SMs.
 
         DALI's reader cannot be moved there (it works in the primary context, free to use every
-        SM); bench/spill_probe.py uses it to measure what confining such work would be worth.
+        SM); the hand-over kernel can, one batch ahead (LoaderConfig.handover_stream "rest"), and
+        bench/spill_probe.py uses it to measure what confining such work would be worth.
         """
+        return self._new_stream(self._rest_context(), priority)
+
+    def _rest_context(self) -> ctypes.c_void_p:
         if self._rest_green is None:
             self._rest_green = self._create(self._rest)
-        return self._new_stream(self._rest_green, 0)
+        return self._rest_green
 
     def _new_stream(self, green: ctypes.c_void_p, priority: int) -> int:
         """A non-blocking stream of green context `green`, owned here (close() destroys it)."""
@@ -220,11 +224,12 @@ class SmPartition:
         return int(handle.value or 0)
 
     @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self, rest: bool = False) -> Iterator[None]:
         """The green context current for this thread: streams the runtime API creates meanwhile
-        (e.g. `paddle.device.Stream()`) belong to the partition."""
+        (e.g. `paddle.device.Stream()`) belong to the partition (`rest`: to the SMs it leaves)."""
         cuda, ctx = self._cuda, ctypes.c_void_p()
-        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), self._green), "cuCtxFromGreenCtx")
+        green = self._rest_context() if rest else self._green
+        _check(cuda, cuda.cuCtxFromGreenCtx(ctypes.byref(ctx), green), "cuCtxFromGreenCtx")
         _check(cuda, cuda.cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")
         try:
             yield
@@ -264,5 +269,5 @@ def shared_partition(device_id: int, loader_sms: int, fine: bool = False) -> SmP
 def partition_in_use(device_id: int) -> SmPartition | None:
     """The partition the training on `device_id` runs on (shared_partition's latest), if any:
     the loader's hand-over stream is then made in it, on the training's SMs
-    (LoaderConfig.handover_stream "side")."""
+    (LoaderConfig.handover_stream "side"), or on the SMs it leaves ("rest")."""
     return _IN_USE.get(device_id)

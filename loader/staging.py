@@ -11,6 +11,13 @@ own (HANDOVER_PRIORITY) when the consumer asks for batch k; the training stream 
 an event before step k+1. The stream is in the training's SM partition where there is one
 (loader.greenctx); DALI's buffers are held (loader.bridge.Holder) by events on it.
 
+With "rest" the stream is in a green context of the SMs the training's partition leaves to the
+loader (loader.greenctx.SmPartition.rest_stream): the kernel takes none of the step's SMs. There
+it takes ~11 ms a batch of 128 beside DALI's conversion kernels (sixteenth round, when it was not
+yet staged ahead: 0.820 fed, 11.3 ms between steps), which one batch ahead is time it has: it may
+start when the step before the one handed out last has ended, and must be done before the step
+after next. Without a partition there are no such SMs: "rest" is then "side" (and says so).
+
 What the hand-over stream waits for (StreamOrder): the memory it writes may have been read by a
 step (the framework's allocator reuses a stream's freed memory by that stream's order; a CUDA
 graph's inputs are reused in turn). It waits for the end of the step before the last batch
@@ -44,8 +51,13 @@ T = TypeVar("T")
 S = TypeVar("S")
 U = TypeVar("U")
 
-HANDOVER_STREAMS = ("step", "side")  # LoaderConfig.handover_stream
+HANDOVER_STREAMS = ("step", "side", "rest")  # LoaderConfig.handover_stream
 HANDOVER_PRIORITY = -1  # CUDA's convention (lower is sooner): the hand-over stream's, "side"
+# "rest": the default priority, so that on the loader's SMs the kernel's blocks take turns with
+# DALI's conversion kernels instead of holding them back for its ~11 ms there
+REST_PRIORITY = 0
+NO_REST = ('handover_stream "rest": the training has no SM partition (loader_sms 0), so no SMs '
+           'are left to the loader; handing over on a "side" stream instead')
 GRAPH_INPUTS = 3  # a graphed step's inputs when batches are staged: held, staged, one to write
 
 

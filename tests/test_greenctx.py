@@ -100,8 +100,8 @@ def test_partition_on_a_gpu() -> None:
     with SmPartition(0, 2, fine=True) as fine, SmPartition(0, 2) as aligned:
         assert 0 < aligned.sms <= fine.sms <= fine.device_sms - 2
         assert fine.stream() != 0 and fine.stream(priority=-1) != 0
-        assert fine.rest_stream() != 0 and aligned.rest_stream() != 0
-        with fine.current():
+        assert fine.rest_stream() != 0 and aligned.rest_stream(priority=-1) != 0
+        with fine.current(), fine.current(rest=True):
             pass
     with pytest.raises(GreenContextError, match="cannot leave"):
         SmPartition(0, 10_000)

@@ -69,10 +69,12 @@ def test_source_errors_reach_the_consumer_after_the_items_before() -> None:
 
 def test_handover_stream_setting_is_checked() -> None:
     base = {"manifests": "m", "decode": "gpu"}
-    assert HANDOVER_STREAMS == ("step", "side")
+    assert HANDOVER_STREAMS == ("step", "side", "rest")
     assert LoaderConfig(**base).handover_stream == "step"
-    with pytest.raises(ValueError, match="handover_stream must be one of step, side, got 'rest'"):
-        LoaderConfig(handover_stream="rest", **base)  # measured, starved: docs/BENCHMARKS.md
+    assert LoaderConfig(handover_stream="rest", **base).handover_stream == "rest"
+    with pytest.raises(ValueError, match="handover_stream must be one of step, side, rest, got "
+                                         "'loader'"):  # fmt: skip
+        LoaderConfig(handover_stream="loader", **base)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +87,8 @@ def test_handover_stream_setting_is_checked() -> None:
         ({"decode": "cpu", "clips_on": "gpu", "handover_stream": "side"}, True),
         ({"decode": "gpu", "handover_stream": "side", "output": "float"}, False),  # no hand-over
         ({"decode": "gpu", "handover_stream": "side", "handover": "ops"}, False),
+        ({"decode": "gpu", "handover_stream": "rest"}, True),  # on the loader's SMs
+        ({"decode": "cpu", "handover_stream": "rest"}, False),
     ],
 )
 def test_batches_are_staged_only_where_the_hand_over_kernel_runs(options, staged) -> None:  # noqa: ANN001
@@ -201,3 +205,14 @@ def test_the_hand_over_never_waits_for_the_step_queued_last() -> None:
     # 3 are staged with steps 0 and 1 queued, and wait for step 0 alone; 4 and 5 for 0-2 of 0-3
     assert stagings == [0, 0, 1, 1, 3, 3]
     assert GRAPH_INPUTS == 3
+
+
+@pytest.mark.parametrize("path", [["train"], ["bench", "feed"], ["bench", "loader"]])
+def test_the_commands_offer_every_hand_over_stream(path) -> None:  # noqa: ANN001
+    import cli
+
+    command = cli.main
+    for name in path:
+        command = command.commands[name]
+    (option,) = [p for p in command.params if p.name == "handover_stream"]
+    assert tuple(option.type.choices) == HANDOVER_STREAMS
