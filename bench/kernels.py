@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import statistics
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -163,7 +164,31 @@ def gaps(trace: dict[str, Any], watch: str = "crop", over_us: float = 30.0) -> d
     return {"train_stream": train, "over_us": over_us, "gaps": rows,
             "watch": {"name": watch, "kernels": len(seen),
                       "streams": sorted({str(_stream(e)) for e in seen}),
-                      "launch_to_start_us": delays}}  # fmt: skip
+                      "launch_to_start_us": delays,
+                      "others": _while_watched(theirs, seen, watch)}}  # fmt: skip
+
+
+def _while_watched(others: list[dict[str, Any]], watched: list[dict[str, Any]], watch: str,
+                   top: int = 4) -> dict[str, list[float]]:  # fmt: skip
+    """The `top` most frequent other kernels off the training stream, each as [how many, median
+    us] while a watched kernel ran (the kernel's middle inside one) and [how many, median us]
+    otherwise: a kernel that runs faster while the watched one holds its SMs has gone elsewhere
+    (e.g. DALI's conversions onto the step's SMs while the hand-over holds the loader's)."""
+    spans = _union([(_start(e), _end(e)) for e in watched])
+    by_name: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for e in others:
+        name = str(e.get("name", "?"))
+        if not spans or e.get("cat") != "kernel" or watch in name:
+            continue
+        mid = (_start(e) + _end(e)) / 2
+        during, outside = by_name[name[:40]]
+        (during if _overlap(spans, mid, mid + 1e-3) else outside).append(float(e.get("dur", 0)))
+    common = sorted(by_name.items(), key=lambda kv: -(len(kv[1][0]) + len(kv[1][1])))[:top]
+
+    def median(v: list[float]) -> float:
+        return round(statistics.median(v), 1) if v else 0.0
+
+    return {name: [len(a), median(a), len(b), median(b)] for name, (a, b) in common}
 
 
 def _start(event: dict[str, Any]) -> float:

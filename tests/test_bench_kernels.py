@@ -15,12 +15,12 @@ def _event(stream: int, ts: float, dur: float, name: str = "k", cat: str = "kern
             "args": {"stream": stream, "grid": [4, 2, 1], "block": [256, 1, 1]}}  # fmt: skip
 
 
-def test_gaps_say_what_ran_between_two_steps_and_how_late_the_watched_kernel_started() -> None:
+def test_gaps_say_what_ran_between_steps_when_the_watched_kernel_started_beside_what() -> None:
     crop = {**_event(9, 1020, 150, "crop_resize_float16"), "args": {"stream": 9, "correlation": 5}}
     trace = {"traceEvents": [
         _event(7, 0, 1000, "conv"), _event(7, 1010, 10, "adam"),  # a 10 us gap: under the bar
         _event(7, 1200, 900, "conv"),  # 180 us after adam: the crop filled 150 of them
-        crop, _event(11, 1100, 20, "nv12"),
+        crop, _event(11, 1100, 20, "nv12"), _event(11, 2200, 40, "nv12"),
         {"ph": "X", "cat": "cuda_driver", "name": "cuLaunchKernel", "ts": 400, "dur": 5,
          "args": {"correlation": 5}},  # launched 620 us before it ran
     ]}  # fmt: skip
@@ -29,7 +29,9 @@ def test_gaps_say_what_ran_between_two_steps_and_how_late_the_watched_kernel_sta
     assert out["gaps"] == [{"us": 180.0, "after": "adam", "watched_us": 150.0,
                             "beside": {"crop_resize_float16": 1, "nv12": 1}}]  # fmt: skip
     assert out["watch"] == {"name": "crop", "kernels": 1, "streams": ["9"],
-                            "launch_to_start_us": [620.0]}  # fmt: skip
+                            "launch_to_start_us": [620.0],
+                            # the loader's other kernels while the crop ran, and otherwise
+                            "others": {"nv12": [1, 20.0, 1, 40.0]}}  # fmt: skip
     with pytest.raises(ValueError, match="no GPU work"):
         gaps({"traceEvents": []})
 
