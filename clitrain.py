@@ -90,7 +90,8 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               show_default="step", help="GPU: where the hand-over kernel turns DALI's clips into "
               "the batch: on the step's stream before the step, or one batch ahead on a stream "
               "of its own, beside the step before: high-priority on the step's SMs (side) or on "
-              "the SMs the partition leaves to the loader (rest). See docs/BENCHMARKS.md.")
+              "the SMs the partition leaves to the loader (rest). Measured with an eager step: "
+              "no gain (docs/BENCHMARKS.md, eighteenth round).")
 @click.option("--sync-bn", is_flag=True,
               help="Under paddle.distributed.launch: BatchNorm statistics over the global batch "
                    "(GPU only; off = per-rank statistics, as Hara's per-GPU BN).")

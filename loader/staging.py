@@ -18,6 +18,13 @@ yet staged ahead: 0.820 fed, 11.3 ms between steps), which one batch ahead is ti
 start when the step before the one handed out last has ended, and must be done before the step
 after next. Without a partition there are no such SMs: "rest" is then "side" (and says so).
 
+Measured staged ahead (eighteenth round, H200, the PyTorch stand-in): with "rest" the training
+stream never waits between steps (0.00 ms against 0.21); the graphed step gains that (0.972
+twice against 0.968), the eager one does not (0.961 against 0.960): while the kernel holds the
+loader's SMs, DALI's conversion kernels run on the step's and the eager step takes 0.15-0.27 ms
+longer. At short side 240, where the loader is the limit, "rest" lost 0.003. Hence "step" stays
+the default.
+
 What the hand-over stream waits for (StreamOrder): the memory it writes may have been read by a
 step (the framework's allocator reuses a stream's freed memory by that stream's order; a CUDA
 graph's inputs are reused in turn). It waits for the end of the step before the last batch
@@ -29,13 +36,14 @@ inputs (GRAPH_INPUTS) that neither the batch handed out last nor the one staged 
 (InputSlots). The order outlives an epoch, and `ClipLoader.epochs` stages across the epochs it
 runs back to back.
 
-Until the seventeenth round neither held, and the kernel never ran ahead (docs/BENCHMARKS.md):
-it waited for every step queued (step k-1 when staging batch k+1), so it could start only when
-step k wanted the SMs; and staging was per epoch, while the benchmark footage's epochs are one
-batch each (216 clips, the partial batch dropped), so nothing was ever staged ahead there:
-every "side" line of the sixteenth and seventeenth rounds queued the kernel when its batch was
-asked for, after the step before it, and it ran between the two (profiles: launched 5-22 ms
-ahead, started when that step ended, at the default priority and at high priority alike).
+In the sixteenth and seventeenth rounds' lines neither held, and the kernel never ran ahead
+(docs/BENCHMARKS.md): it waited for every step queued (step k-1 when staging batch k+1), so it
+could start only when step k wanted the SMs; and staging was per epoch, while the benchmark
+footage's epochs are one batch each (216 clips, the partial batch dropped), so nothing was ever
+staged ahead there: every "side" line of the sixteenth and seventeenth rounds queued the kernel
+when its batch was asked for, after the step before it, and it ran between the two (profiles:
+launched 5-22 ms ahead, started when that step ended, at the default priority and at high
+priority alike).
 
 This module is the order of things only: `one_ahead` stages each item as it arrives and hands it
 out one item later, so order and coverage are the source's; `StreamOrder` is written against the
