@@ -161,13 +161,13 @@ def segments(args: argparse.Namespace) -> dict:
 
 
 def staging(args: argparse.Namespace) -> dict:
-    """The hand-over one batch ahead (loader.staging), on the step's SMs ("side") or on the
-    loader's ("rest"), gives the stand-in's steps the same batches, bit for bit, as on the
-    training stream, with steps running: eager and graphed (three inputs
-    in turn, loader.staging.GRAPH_INPUTS), over three epochs run back to back (staged across
-    their boundaries). Each batch is summed on the training stream where the step reads it;
-    nothing here waits for the GPU, so the host runs ahead and a hand-over that
-    wrote an input before the steps reading it were done would change a sum."""
+    """The hand-over one batch ahead (loader.staging), on the step's SMs ("side") or on the loader's
+    ("rest"), gives the stand-in's steps the same batches, bit for bit, as on the training
+    stream, with steps running: eager and graphed (three inputs in turn,
+    loader.staging.GRAPH_INPUTS), over three epochs run back to back (staged across their
+    boundaries). Each batch is summed on the training stream where the step reads it; nothing
+    here waits for the GPU, so the host runs ahead and a hand-over that wrote an input before
+    the steps reading it were done would change a sum."""
     import torch
 
     from bench.feed import FeedConfig

@@ -170,14 +170,14 @@ class ClipLoader:
 
             from .greenctx import PADDLE_HIGH, PADDLE_NORMAL, partition_in_use
 
-            part = partition_in_use(self.cfg.gpu_device())  # HANDOVER_PRIORITY in Paddle's terms
+            part = partition_in_use(self.cfg.gpu_device())
             rest = self.cfg.handover_stream == "rest"
             if part is None:
                 if rest:
                     log.warning(NO_REST)
-                self._hand = paddle.device.Stream(priority=PADDLE_HIGH)
-            else:
-                priority = PADDLE_NORMAL if rest else PADDLE_HIGH  # REST_PRIORITY: normal
+                self._hand = paddle.device.Stream(priority=PADDLE_HIGH)  # HANDOVER_PRIORITY
+            else:  # REST_PRIORITY or HANDOVER_PRIORITY, in Paddle's terms
+                priority = PADDLE_NORMAL if rest else PADDLE_HIGH
                 with part.current(rest=rest):
                     self._hand = paddle.device.Stream(priority=priority)
         return self._hand

@@ -13,7 +13,7 @@ an event before step k+1. The stream is in the training's SM partition where the
 
 With "rest" the stream is in a green context of the SMs the training's partition leaves to the
 loader (loader.greenctx.SmPartition.rest_stream): the kernel takes none of the step's SMs. There
-it takes ~11 ms a batch of 128 beside DALI's conversion kernels (sixteenth round, when it was not
+it takes ~11-12 ms a batch of 128 beside DALI's conversion kernels (sixteenth round, when it was not
 yet staged ahead: 0.820 fed, 11.3 ms between steps), which one batch ahead is time it has: it may
 start when the step before the one handed out last has ended, and must be done before the step
 after next. Without a partition there are no such SMs: "rest" is then "side" (and says so).
@@ -61,8 +61,9 @@ U = TypeVar("U")
 
 HANDOVER_STREAMS = ("step", "side", "rest")  # LoaderConfig.handover_stream
 HANDOVER_PRIORITY = -1  # CUDA's convention (lower is sooner): the hand-over stream's, "side"
-# "rest": the default priority, so that on the loader's SMs the kernel's blocks take turns with
-# DALI's conversion kernels instead of holding them back for its ~11 ms there
+# "rest": the default priority, DALI's own: at high priority the kernel's blocks would go before
+# DALI's conversions on the loader's SMs; at this one they still fill those SMs while it runs, and
+# DALI's conversions run on the step's meanwhile (eighteenth round's profile)
 REST_PRIORITY = 0
 NO_REST = ('handover_stream "rest": the training has no SM partition (loader_sms 0), so no SMs '
            'are left to the loader; handing over on a "side" stream instead')
