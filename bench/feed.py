@@ -186,9 +186,8 @@ def run_feed(cfg: FeedConfig) -> dict:
                                 **consumer.partition()}  # fmt: skip
     if cfg.unfed_cache and not cached:
         _write_cache(cfg.unfed_cache, key, result)
-    # period_s None: no probe thread (--no-gil-probe)
-    probe = (GilProbe(census=cfg.gc_census) if cfg.gil_probe
-             else GilProbe(period_s=None, census=cfg.gc_census))  # fmt: skip
+    period_s = GilProbe.PERIOD_S if cfg.gil_probe else None  # None: no probe thread
+    probe = GilProbe(period_s, census=cfg.gc_census)
     with consumer.stream(cfg.loader_sms), loader, GpuSampler() as gpu, probe as gil:
         batches = _epochs(loader, consumer)
         fed = timed(batches, consumer, cfg.seconds, cfg.warmup, cfg.in_flight)

@@ -140,7 +140,9 @@ class GilProbe:
     docs/BENCHMARKS.md, fourteenth round. `py-spy record --gil` reads them from outside.)
     """
 
-    def __init__(self, period_s: float | None = 0.005, late_s: float = 0.02,
+    PERIOD_S = 0.005  # how often the probe thread wakes, unless told
+
+    def __init__(self, period_s: float | None = PERIOD_S, late_s: float = 0.02,
                  census: bool = False) -> None:  # fmt: skip
         self.period_s = period_s  # None: no probe thread (the collections are still timed)
         self.late_s = late_s  # later than this counts as a stall
