@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,12 @@ from loader.handover import clip_sources, crop_resize_into, frame_parts, normali
 from loader.staging import (
     GRAPH_INPUTS,
     HANDOVER_PRIORITY,
-    NO_REST,
     REST_PRIORITY,
     InputSlots,
     StreamOrder,
+    handover_place,
     one_ahead,
 )
-
-log = logging.getLogger(__name__)
 
 
 def _r3d18(num_classes: int = 101) -> Any:
@@ -216,12 +213,11 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
         "rest"; loader.staging): a high-priority one in the training's partition where it has
         one, or ("rest") one on the SMs that partition leaves to the loader."""
         sms = cfg.steps_loader_sms()
-        if sms and lc.handover_stream == "rest":
+        place = handover_place(lc.handover_stream, bool(sms))
+        if place == "rest":
             return torch.cuda.ExternalStream(partition(sms).rest_stream(REST_PRIORITY))
-        if sms:
+        if place == "partition":
             return torch.cuda.ExternalStream(partition(sms).stream(HANDOVER_PRIORITY))
-        if lc.handover_stream == "rest":
-            log.warning(NO_REST)
         return torch.cuda.Stream(priority=HANDOVER_PRIORITY)
 
     def stream(loader_sms: int) -> Any:

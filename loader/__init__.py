@@ -18,7 +18,7 @@ from .config import LoaderConfig
 from .nice import renice_others
 from .sampling import epoch_plan
 from .source import Dataset, LoaderError, load_dataset
-from .staging import NO_REST, StreamOrder, one_ahead
+from .staging import StreamOrder, handover_place, one_ahead
 
 if TYPE_CHECKING:  # paddle is imported when clips are handed over (the bridge), not before
     import paddle
@@ -56,7 +56,7 @@ class ClipLoader:
         self.classes: list[str] = self.dataset.classes
         self._backend: Backend | None = None
         self._holder = Holder()  # GPU outputs stay alive until the consumer is done with them
-        self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side")
+        self._hand: Any = None  # the hand-over stream (cfg.handover_stream "side", "rest")
         self._order = StreamOrder(_paddle_event)  # what it waits for, across epochs
         self._len = math.ceil(len(self.plan(0)) / cfg.batch_size)
 
@@ -114,14 +114,14 @@ class ClipLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack.
 
-        With cfg.handover_stream "side" (GPU, the hand-over kernel) each batch is
+        With cfg.handover_stream "side" or "rest" (GPU, the hand-over kernel) each batch is
         handed over one batch ahead on a stream of its own (loader.staging)."""
         return self.epochs([epoch])
 
     def epochs(self, epochs: Iterable[int]) -> Iterator[Batch]:
         """The batches of `epochs`, one after the other, as `epoch` gives each; handed over
-        ahead ("side") across their boundaries too, which matters where an epoch is a batch or
-        two (the benchmark footage's: one batch of 128)."""
+        ahead ("side", "rest") across their boundaries too, which matters where an epoch is a
+        batch or two (the benchmark footage's: one batch of 128)."""
         if self.cfg.stages_handover():
             raw = itertools.chain.from_iterable(self.raw_epoch(e) for e in epochs)
             yield from one_ahead(raw, self._stage, self._ready)
@@ -171,14 +171,12 @@ class ClipLoader:
             from .greenctx import PADDLE_HIGH, PADDLE_NORMAL, partition_in_use
 
             part = partition_in_use(self.cfg.gpu_device())
-            rest = self.cfg.handover_stream == "rest"
+            place = handover_place(self.cfg.handover_stream, part is not None)
             if part is None:
-                if rest:
-                    log.warning(NO_REST)
                 self._hand = paddle.device.Stream(priority=PADDLE_HIGH)  # HANDOVER_PRIORITY
             else:  # REST_PRIORITY or HANDOVER_PRIORITY, in Paddle's terms
-                priority = PADDLE_NORMAL if rest else PADDLE_HIGH
-                with part.current(rest=rest):
+                priority = PADDLE_NORMAL if place == "rest" else PADDLE_HIGH
+                with part.current(rest=place == "rest"):
                     self._hand = paddle.device.Stream(priority=priority)
         return self._hand
 

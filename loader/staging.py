@@ -52,12 +52,15 @@ streams and events that PyTorch and Paddle both have (`record`, `wait_event`, `w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 S = TypeVar("S")
 U = TypeVar("U")
+
+log = logging.getLogger(__name__)
 
 HANDOVER_STREAMS = ("step", "side", "rest")  # LoaderConfig.handover_stream
 HANDOVER_PRIORITY = -1  # CUDA's convention (lower is sooner): the hand-over stream's, "side"
@@ -68,6 +71,18 @@ REST_PRIORITY = 0
 NO_REST = ('handover_stream "rest": the training has no SM partition (loader_sms 0), so no SMs '
            'are left to the loader; handing over on a "side" stream instead')
 GRAPH_INPUTS = 3  # a graphed step's inputs when batches are staged: held, staged, one to write
+
+
+def handover_place(handover_stream: str, partitioned: bool) -> str:
+    """Where a framework makes the hand-over stream for `handover_stream` ("side" or "rest"):
+    "rest" (on the SMs the training's partition leaves, REST_PRIORITY), "partition" (on the
+    training's SMs, HANDOVER_PRIORITY) or "device" (no partition: any SM, HANDOVER_PRIORITY).
+    "rest" without a partition says so (NO_REST) and is "device"."""
+    if not partitioned:
+        if handover_stream == "rest":
+            log.warning(NO_REST)
+        return "device"
+    return "rest" if handover_stream == "rest" else "partition"
 
 
 def one_ahead(items: Iterable[T], stage: Callable[[T], S], ready: Callable[[S], U]) -> Iterator[U]:

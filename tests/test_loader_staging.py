@@ -216,3 +216,22 @@ def test_the_commands_offer_every_hand_over_stream(path) -> None:  # noqa: ANN00
         command = command.commands[name]
     (option,) = [p for p in command.params if p.name == "handover_stream"]
     assert tuple(option.type.choices) == HANDOVER_STREAMS
+
+
+@pytest.mark.parametrize(
+    ("setting", "partitioned", "place", "warned"),
+    [
+        ("side", True, "partition", False),
+        ("rest", True, "rest", False),
+        ("side", False, "device", False),
+        ("rest", False, "device", True),  # no SMs are left to the loader: said, not silent
+    ],
+)
+def test_the_hand_over_stream_is_placed_where_the_setting_and_partition_allow(
+    setting, partitioned, place, warned, caplog  # noqa: ANN001
+) -> None:
+    from loader.staging import NO_REST, handover_place
+
+    with caplog.at_level("WARNING", logger="loader.staging"):
+        assert handover_place(setting, partitioned) == place
+    assert (NO_REST in caplog.text) is warned
