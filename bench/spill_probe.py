@@ -78,6 +78,62 @@ def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Eve
     done.update(kernels=launched, seconds=time.perf_counter() - t0, grid=grid)
 
 
+def stand_in(graph: bool, loader_sms: int) -> tuple[Any, Any, Any, dict, dict]:
+    """The stand-in's step on one resident batch (no loader), the partition leaving `loader_sms`
+    SMs (SM by SM, as ucf3d train), a stream each way ("whole", "part": made once, as the graphed
+    step captures one graph per stream), and the line's head: (torch, consumer, partition,
+    streams, head)."""
+    from loader.workqueues import widen
+
+    queues = widen(0)  # as bench feed and ucf3d train, before the CUDA context
+    import torch
+
+    from bench.feed import FeedConfig
+    from bench.feed_torch import torch_consumer
+    from loader import LoaderConfig
+    from loader.greenctx import shared_partition
+
+    # the stand-in's step only: the loader's settings name no data (nothing is loaded)
+    lc = LoaderConfig(manifests="-", shards="-", split=1, subset="train", mode="train",
+                      batch_size=128, decode="gpu", dtype="float16")  # fmt: skip
+    consumer = torch_consumer(FeedConfig(lc, consumer="torch", graph=graph))
+    part = shared_partition(torch.cuda.current_device(), loader_sms, True)
+    streams = {"whole": torch.cuda.Stream(), "part": torch.cuda.ExternalStream(part.stream())}
+    torch.cuda.synchronize()  # the resident batch made
+    head = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "cuda_work_queues": queues, "step": consumer.name}  # fmt: skip
+    return torch, consumer, part, streams, head
+
+
+def warm_up(torch: Any, consumer: Any, steps: int) -> None:
+    """`steps` steps on the current stream (cuDNN's choices, and the graph, made on it)."""
+    for _ in range(steps):
+        consumer.step(*consumer.fixed)
+    torch.cuda.current_stream().synchronize()
+
+
+def timed_steps(consumer: Any, steps: int) -> dict[str, float]:
+    """`steps` steps on the current stream, two queued at most (as bench feed's in_flight): the
+    device ms of each (CUDA events on its stream: mean, median, longest) and clips/s by the wall."""
+    marks, pending, t0 = [], [], time.perf_counter()
+    for _ in range(steps):
+        start = consumer.mark()
+        consumer.step(*consumer.fixed)
+        marks.append((start, consumer.mark()))
+        pending.append(consumer.fence())
+        if len(pending) > 2:
+            pending.pop(0)()
+    for wait in pending:
+        wait()
+    wall = time.perf_counter() - t0
+    took = [a.elapsed_time(b) for a, b in marks]
+    batch = consumer.fixed[0].shape[0]
+    return {"step_ms": round(statistics.fmean(took), 3),
+            "step_ms_median": round(statistics.median(took), 3),
+            "step_ms_max": round(max(took), 3),
+            "clips_per_s": round(batch * len(took) / wall, 1)}  # fmt: skip
+
+
 def _phase(torch: Any, consumer: Any, part: Any, streams: dict, load: str,
            args: argparse.Namespace) -> dict:  # fmt: skip
     """The step for args.steps steps on its stream (`streams`: "whole" or "part"), beside
@@ -96,37 +152,17 @@ def _phase(torch: Any, consumer: Any, part: Any, streams: dict, load: str,
         raise ValueError(f"unknown load {load!r}: none, every, rest, whole-<load>")
     stop, done = threading.Event(), {}
     with torch.cuda.stream(streams["whole" if whole else "part"]):
-        for _ in range(args.warmup):  # cuDNN's choices (and the graph) on this stream
-            consumer.step(*consumer.fixed)
-        torch.cuda.current_stream().synchronize()
+        warm_up(torch, consumer, args.warmup)
         thread = None
         if kind != "none":
             thread = threading.Thread(target=_load, daemon=True, args=(
                 torch, load_stream, args.rate, args.pixels, stop, done))  # fmt: skip
             thread.start()
             time.sleep(0.5)  # the load running at its rate before the first timed step
-        marks, pending, t0 = [], [], time.perf_counter()
-        for _ in range(args.steps):
-            start = consumer.mark()
-            consumer.step(*consumer.fixed)
-            marks.append((start, consumer.mark()))
-            pending.append(consumer.fence())
-            if len(pending) > 2:  # two steps queued at most, as bench feed's in_flight
-                pending.pop(0)()
-        for wait in pending:
-            wait()
-        wall = time.perf_counter() - t0
+        line.update(timed_steps(consumer, args.steps))
         stop.set()
         if thread is not None:
             thread.join()
-    steps = [a.elapsed_time(b) for a, b in marks]
-    batch = consumer.fixed[0].shape[0]
-    line.update(
-        step_ms=round(statistics.fmean(steps), 3),
-        step_ms_median=round(statistics.median(steps), 3),
-        step_ms_max=round(max(steps), 3),
-        clips_per_s=round(batch * len(steps) / wall, 1),
-    )
     if done:
         line["load_kernels_per_s"] = round(done["kernels"] / done["seconds"])
         line["load_grid"] = list(done["grid"])
@@ -153,26 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--graph", action="store_true", help="the CUDA-graphed step")
     args = ap.parse_args(argv)
 
-    from loader.workqueues import widen
-
-    queues = widen(0)  # as bench feed and ucf3d train, before the CUDA context
-    import torch
-
-    from bench.feed import FeedConfig
-    from bench.feed_torch import torch_consumer
-    from loader import LoaderConfig
-    from loader.greenctx import shared_partition
-
-    # the stand-in's step only: the loader's settings name no data (nothing is loaded)
-    lc = LoaderConfig(manifests="-", shards="-", split=1, subset="train", mode="train",
-                      batch_size=128, decode="gpu", dtype="float16")  # fmt: skip
-    consumer = torch_consumer(FeedConfig(lc, consumer="torch", graph=args.graph))
-    part = shared_partition(torch.cuda.current_device(), args.loader_sms, True)
-    # one stream each way, made once: the graphed step captures one graph per stream
-    streams = {"whole": torch.cuda.Stream(), "part": torch.cuda.ExternalStream(part.stream())}
-    torch.cuda.synchronize()  # the resident batch made
-    head = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "cuda_work_queues": queues, "step": consumer.name}  # fmt: skip
+    torch, consumer, part, streams, head = stand_in(args.graph, args.loader_sms)
     for load in args.loads.split(","):
         print(json.dumps({**head, **_phase(torch, consumer, part, streams, load.strip(), args)}),
               flush=True)  # fmt: skip
