@@ -38,3 +38,29 @@ def test_spill_probe_runs_on_the_gpu() -> None:
         assert 0 < r["step_ms_median"] <= r["step_ms_max"] and r["clips_per_s"] > 0
     for r in lines[1:]:
         assert 0 < r["load_kernels_per_s"] <= 2000 * 1.05
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_nvc_probe_runs_on_the_gpu() -> None:
+    """bench.nvc_probe: decoding alone and beside the step, one line a phase, clips decoded and
+    none failed. Needs PyNvVideoCodec and a folder `nvc_probe remux` wrote (the GPU machine has no
+    ffmpeg to write it): UCF3D_NVC_VIDEOS."""
+    import os
+
+    pytest.importorskip("torch")
+    pytest.importorskip("PyNvVideoCodec")
+    videos = os.environ.get("UCF3D_NVC_VIDEOS")
+    if not videos:
+        pytest.skip("UCF3D_NVC_VIDEOS (a folder `python -m bench.nvc_probe remux` wrote) not set")
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bench.nvc_probe", "run", "--videos", videos, "--threads", "2",
+           "--rate", "50", "--seconds", "1", "--steps", "3", "--warmup", "2",
+           "--phases", "decode-1,none,native"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["phase"] for r in lines] == ["decode-1", "none", "native"]
+    assert lines[0]["count_mismatches"] == [] and "errors" not in lines[0]
+    assert lines[0]["decoded_clips"] > 0 and lines[2]["decoded_clips"] > 0
+    assert "errors" not in lines[2] and lines[2]["decoded_per_s"] <= 50 * 1.1
+    assert 0 < lines[1]["step_ms_median"] and 0 < lines[2]["step_ms_median"]

@@ -1,0 +1,93 @@
+"""bench.nvc_probe's parts that need no GPU: the MP4 copies (real ffmpeg, the frame counts
+kept), Hara's random windows, the pacing of the decoding threads."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.nvc_probe import LISTING, Pacer, clip_plan, remux
+from loader.source import LoaderError
+from prep.ffmpeg import ffmpeg_exe
+
+
+def _packets(path: Path) -> int:
+    """Video packets in a file, as ffmpeg counts them when it copies the stream."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null",
+           "-"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return int(re.findall(r"frame=\s*(\d+)", out.stderr)[-1])
+
+
+def test_remux_copies_every_training_video_with_its_frames(prepared, tmp_path: Path) -> None:
+    listing = remux(prepared.manifests, prepared.shards, tmp_path / "mp4", prepared.split)
+    train = prepared.manifests / f"split{prepared.split}_train.jsonl"
+    manifest = [json.loads(line) for line in train.read_text().splitlines()]
+    assert [r["key"] for r in listing] == [r["key"] for r in manifest]  # all of them, in order
+    written = [json.loads(line) for line in (tmp_path / "mp4" / LISTING).read_text().splitlines()]
+    assert written == listing
+    for r in listing[:3]:
+        path = tmp_path / "mp4" / r["file"]
+        assert path.read_bytes()[4:8] == b"ftyp"  # an MP4 container, not the WebM copied
+        assert _packets(path) == r["n_frames"] > 0
+
+
+def test_remux_names_a_broken_video(prepared, tmp_path: Path) -> None:
+    """A video whose bytes in its shard no longer match the manifest is refused, naming it, and
+    no listing is written."""
+    shards = tmp_path / "shards"
+    shutil.copytree(prepared.shards, shards)
+    rec = json.loads((prepared.manifests / f"split{prepared.split}_train.jsonl")
+                     .read_text().splitlines()[1])  # fmt: skip
+    with (shards / rec["shard"]).open("r+b") as f:  # one byte in the middle of its video
+        f.seek(rec["offset"] + rec["size"] // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(LoaderError, match=rec["key"]):
+        remux(prepared.manifests, shards, tmp_path / "mp4", prepared.split)
+    assert not (tmp_path / "mp4" / LISTING).exists()
+
+
+def test_clip_plan_windows_fit_and_repeat() -> None:
+    listing = [{"file": "a.mp4", "n_frames": 16}, {"file": "b.mp4", "n_frames": 40},
+               {"file": "short.mp4", "n_frames": 15}]  # fmt: skip
+    plan = clip_plan(listing, 2000, seed=3)
+    assert plan == clip_plan(listing, 2000, seed=3) != clip_plan(listing, 2000, seed=4)
+    frames = {r["file"]: r["n_frames"] for r in listing}
+    assert {f for f, _ in plan} == {"a.mp4", "b.mp4"}  # a video shorter than a clip never
+    assert all(0 <= s <= frames[f] - 16 for f, s in plan)
+    assert {s for f, s in plan if f == "a.mp4"} == {0}
+    assert {s for f, s in plan if f == "b.mp4"} == set(range(25))  # every start, in 2000 draws
+    with pytest.raises(ValueError, match="16 frames"):
+        clip_plan(listing[2:], 1, seed=0)
+
+
+def test_pacer_keeps_the_rate_across_threads_and_stops() -> None:
+    pacer = Pacer(500.0)
+    taken: list[int] = []
+
+    def take() -> None:
+        while (n := pacer.take()) is not None and n < 100:
+            taken.append(n)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    took = time.perf_counter() - t0
+    assert sorted(taken) == list(range(100))  # every number once, whichever thread took it
+    assert took >= 99 / 500 * 0.95  # no faster than asked
+    pacer.stop.set()
+    assert pacer.take() is None
+    unpaced = Pacer(None)
+    assert [unpaced.take() for _ in range(3)] == [0, 1, 2]
