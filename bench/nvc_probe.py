@@ -30,6 +30,10 @@ with `--profile-phase P` the kernels and copies of P per step (bench.kernels.sum
 trace kept with `--profile-trace`). PyTorch and PyNvVideoCodec only (the GPU machine has no
 Paddle): a diagnostic, not a benchmark of record.
 
+PyNvVideoCodec is not a dependency: `pip install PyNvVideoCodec` on the GPU machine (it needs
+the driver's NVDEC library), or, where that machine has no registry, the wheel for its Python
+unzipped into a folder on PYTHONPATH (docs/BENCHMARKS.md, "Nineteenth round", says how it ran).
+
 Why MP4: PyNvVideoCodec's frame-indexed decoder (SimpleDecoder) needs the container's frame
 count, which WebM does not record; `remux` copies the VP9 stream of every training video of the
 split, unchanged, into MP4 (ffmpeg -c copy), and lists the copies with the manifest's frame counts
