@@ -23,11 +23,14 @@ is the cost, with a stand-in load instead of DALI (which cannot be moved off the
 One JSON line per phase: the SMs the step ran on (`step_sms`, 0 = every SM), its device ms
 (CUDA events on its stream: mean, median, longest), clips/s of the whole phase, and the load's
 kernels a second achieved (at most 8 ms of them are queued at once, so a load the SMs cannot keep
-up with runs slower than asked, and says so). If `every` slowed the step and `rest` did not, the
-loader's kernels would cost the step SMs. On an H200 both slowed it alike, and empty one-block
-kernels nearly as much as real-sized ones: the cost is their number, ~0.18 us each
-(docs/BENCHMARKS.md, "Thirteenth round"). PyTorch only (the GPU machine has no Paddle); a
-diagnostic, not a benchmark of record.
+up with runs slower than asked, and says so), and how long one load kernel in 50 took from the
+end of the kernel before it on its stream to its own end while the steps ran (`load_kernel_us`:
+its wait for SMs and its run, which a reader that waits for each frame it maps waits too).
+
+If `every` slowed the step and `rest` did not, the loader's kernels would cost the step SMs. On
+an H200 both slowed it alike, and empty one-block kernels nearly as much as real-sized ones: the
+cost is their number, ~0.18 us each (docs/BENCHMARKS.md, "Thirteenth round"). PyTorch only (the
+GPU machine has no Paddle); a diagnostic, not a benchmark of record.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any
 
 TICK_S = 0.001  # the load thread launches what is due every millisecond
 QUEUED_TICKS = 8  # at most this many ticks' kernels queued on the load's stream
+TIMED_EVERY = 50  # one load kernel in this many is timed on the device (its wait for SMs + run)
 
 
 def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Event,
@@ -62,11 +66,21 @@ def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Eve
     launch = _launcher(_kernels()["handover_float16"], grid, (THREADS, 1), args)
     handle = stream.cuda_stream
     queued: deque = deque()
+    timed: list[tuple[float, Any, Any]] = []  # (perf_counter at launch, event before, after)
     launched, t0 = 0, time.perf_counter()
     while not stop.is_set():
         due = min(int(rate * (time.perf_counter() - t0)) - launched, int(rate * TICK_S * 4))
-        for _ in range(max(due, 0)):
+        for i in range(launched, launched + max(due, 0)):
+            if i % TIMED_EVERY:
+                launch(handle)
+                continue
+            # the event before completes when the stream's previous kernel has: the two events
+            # time this kernel's wait for SMs and its run
+            before, after = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            before.record(stream)
             launch(handle)
+            after.record(stream)
+            timed.append((time.perf_counter(), before, after))
         launched += max(due, 0)
         event = torch.cuda.Event()
         event.record(stream)
@@ -75,7 +89,18 @@ def _load(torch: Any, stream: Any, rate: float, pixels: int, stop: threading.Eve
             queued.popleft().synchronize()  # the SMs are behind: wait (the rate falls)
         time.sleep(TICK_S)
     stream.synchronize()
-    done.update(kernels=launched, seconds=time.perf_counter() - t0, grid=grid)
+    done.update(kernels=launched, seconds=time.perf_counter() - t0, grid=grid, timed=timed)
+
+
+def kernel_us(timed: list[tuple[float, Any, Any]], start: float, end: float) -> dict:
+    """The timed load kernels launched between perf_counter times start and end (while the steps
+    ran): how many, and their wait for SMs + run in us (median, 90th and 99th percentile, most)."""
+    took = sorted(1000 * a.elapsed_time(b) for t, a, b in timed if start <= t <= end)
+    if not took:
+        return {"n": 0}
+    at = lambda q: round(took[min(len(took) - 1, int(q * len(took)))], 1)  # noqa: E731
+    return {"n": len(took), "median": at(0.5), "p90": at(0.9), "p99": at(0.99),
+            "max": round(took[-1], 1)}  # fmt: skip
 
 
 def stand_in(graph: bool, loader_sms: int) -> tuple[Any, Any, Any, dict, dict]:
@@ -159,13 +184,16 @@ def _phase(torch: Any, consumer: Any, part: Any, streams: dict, load: str,
                 torch, load_stream, args.rate, args.pixels, stop, done))  # fmt: skip
             thread.start()
             time.sleep(0.5)  # the load running at its rate before the first timed step
+        start = time.perf_counter()
         line.update(timed_steps(consumer, args.steps))
+        end = time.perf_counter()
         stop.set()
         if thread is not None:
             thread.join()
     if done:
         line["load_kernels_per_s"] = round(done["kernels"] / done["seconds"])
         line["load_grid"] = list(done["grid"])
+        line["load_kernel_us"] = kernel_us(done["timed"], start, end)
     return line
 
 

@@ -38,6 +38,8 @@ def test_spill_probe_runs_on_the_gpu() -> None:
         assert 0 < r["step_ms_median"] <= r["step_ms_max"] and r["clips_per_s"] > 0
     for r in lines[1:]:
         assert 0 < r["load_kernels_per_s"] <= 2000 * 1.05
+        timed = r["load_kernel_us"]  # one kernel in 50 timed while the steps ran
+        assert timed["n"] > 0 and 0 < timed["median"] <= timed["p99"] <= timed["max"]
 
 
 @pytest.mark.gpu

@@ -1,5 +1,6 @@
-"""bench.nvc_probe's parts that need no GPU: the MP4 copies (real ffmpeg, the frame counts
-kept), Hara's random windows, the pacing of the decoding threads."""
+"""The GPU probes' parts that need no GPU (their GPU runs: test_probes.py): nvc_probe's MP4 copies
+(real ffmpeg, the frame counts kept), Hara's random windows, the pacing of its decoding threads;
+spill_probe's timing of its load kernels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.nvc_probe import LISTING, Pacer, clip_plan, remux
+from bench.spill_probe import kernel_us
 from loader.source import LoaderError
 from prep.ffmpeg import ffmpeg_exe
 
@@ -91,3 +93,21 @@ def test_pacer_keeps_the_rate_across_threads_and_stops() -> None:
     assert pacer.take() is None
     unpaced = Pacer(None)
     assert [unpaced.take() for _ in range(3)] == [0, 1, 2]
+
+
+class _Event:
+    """A CUDA event as kernel_us reads one: elapsed_time to a later one, in ms."""
+
+    def __init__(self, ms: float) -> None:
+        self.ms = ms
+
+    def elapsed_time(self, other: _Event) -> float:
+        return other.ms - self.ms
+
+
+def test_kernel_us_counts_only_kernels_launched_while_the_steps_ran() -> None:
+    # launched at t = 0..99 s, the i-th taking i us; the steps ran from t = 10 to t = 59
+    timed = [(float(t), _Event(5.0), _Event(5.0 + t / 1000)) for t in range(100)]
+    out = kernel_us(timed, 10.0, 59.0)
+    assert out == {"n": 50, "median": 35.0, "p90": 55.0, "p99": 59.0, "max": 59.0}
+    assert kernel_us(timed, 200.0, 300.0) == {"n": 0}
