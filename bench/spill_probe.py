@@ -25,7 +25,9 @@ One JSON line per phase: the SMs the step ran on (`step_sms`, 0 = every SM), its
 kernels a second achieved (at most 8 ms of them are queued at once, so a load the SMs cannot keep
 up with runs slower than asked, and says so), and how long one load kernel in 50 took from the
 end of the kernel before it on its stream to its own end while the steps ran (`load_kernel_us`:
-its wait for SMs and its run, which a reader that waits for each frame it maps waits too).
+its wait for SMs and its run, which a reader that waits for each frame it maps waits too; where
+the stream was idle, also any delay of the launching thread between the event and the launch,
+which the longest may be).
 
 If `every` slowed the step and `rest` did not, the loader's kernels would cost the step SMs. On
 an H200 both slowed it alike, and empty one-block kernels nearly as much as real-sized ones: the
