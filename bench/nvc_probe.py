@@ -48,6 +48,7 @@ import random
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,22 +124,23 @@ class Pacer:
         return None if self.stop.is_set() else n
 
 
-class Decoders:
-    """`threads` threads, each with its own PyNvVideoCodec SimpleDecoder (reconfigured for each
-    new file, as its decoder cache is meant to be used) and its own CUDA stream, decoding the plan's
-    clips in turn; each clip's frames copied into one tensor by one kernel on that stream."""
+class ClipThreads:
+    """`threads` threads decoding the plan's clips in turn, at most `rate` a second between them
+    (Pacer); each thread calls `reader(index)` once for its own `decode(name, start)` (which
+    decodes one clip and returns when its GPU work is done) and `close()`. The first error stops
+    them all and is reported in the summary, not raised: the phase goes on and says so."""
 
-    def __init__(self, torch: Any, nvc: Any, folder: Path, plan: list, threads: int,
-                 rate: float | None, color: str) -> None:  # fmt: skip
-        self.torch, self.nvc, self.folder, self.plan = torch, nvc, folder, plan
-        self.color = {"native": nvc.OutputColorType.NATIVE, "rgb": nvc.OutputColorType.RGB}[color]
+    def __init__(self, plan: list, threads: int, rate: float | None,
+                 reader: Callable[[int], tuple[Callable[[str, int], None], Callable[[], None]]]
+                 ) -> None:  # fmt: skip
+        self.plan, self.reader = plan, reader
         self.pacer = Pacer(rate)
         self.done = [0] * threads
         self.errors: list[str] = []
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
-                                          name=f"nvc-{i}") for i in range(threads)]  # fmt: skip
+                                          name=f"reader-{i}") for i in range(threads)]  # fmt: skip
 
-    def __enter__(self) -> Decoders:
+    def __enter__(self) -> ClipThreads:
         self._t0, self._cpu0 = time.perf_counter(), time.process_time()
         for t in self._threads:
             t.start()
@@ -152,36 +154,56 @@ class Decoders:
         self.cpu_s = time.process_time() - self._cpu0
 
     def _run(self, index: int) -> None:
-        torch = self.torch
-        stream = torch.cuda.Stream()
-        decoder, current = None, None
+        close = None
         try:
+            decode, close = self.reader(index)
             while (n := self.pacer.take()) is not None:
-                name, start = self.plan[n % len(self.plan)]
-                path = str(self.folder / name)
-                if decoder is None:
-                    decoder = self.nvc.SimpleDecoder(path, cuda_stream=stream.cuda_stream,
-                                                     use_device_memory=True,
-                                                     output_color_type=self.color)  # fmt: skip
-                elif path != current:
-                    decoder.reconfigure_decoder(path)
-                current = path
-                frames = decoder.get_batch_frames_by_index(list(range(start, start + CLIP_LEN)))
-                if len(frames) != CLIP_LEN:
-                    raise RuntimeError(f"{path}: {len(frames)} frames from {start}, not {CLIP_LEN}")
-                with torch.cuda.stream(stream):
-                    torch.stack([_tensor(torch, f) for f in frames])
-                stream.synchronize()  # the decoder's surfaces are free again for its next clip
+                decode(*self.plan[n % len(self.plan)])
                 self.done[index] += 1
         except Exception as e:  # noqa: BLE001 - reported in the line, the phase goes on
             self.errors.append(f"{type(e).__name__}: {e}"[:300])
             self.pacer.stop.set()
+        finally:
+            if close is not None:
+                close()
 
     def summary(self) -> dict:
         clips = sum(self.done)
         return {"decoded_clips": clips, "decoded_per_s": round(clips / self.seconds, 1),
                 "host_cores": round(self.cpu_s / self.seconds, 2),
                 **({"errors": self.errors[:3]} if self.errors else {})}  # fmt: skip
+
+
+def pynvc_reader(torch: Any, nvc: Any, folder: Path, color: str) -> Callable:
+    """ClipThreads' reader for PyNvVideoCodec: a SimpleDecoder of the thread's own (reconfigured
+    for each new file, as its decoder cache is meant to be used) on a CUDA stream of its own; each
+    clip's frames copied into one tensor by one kernel on that stream."""
+    color_type = {"native": nvc.OutputColorType.NATIVE, "rgb": nvc.OutputColorType.RGB}[color]
+
+    def reader(index: int) -> tuple[Callable[[str, int], None], Callable[[], None]]:
+        stream = torch.cuda.Stream()
+        state: dict[str, Any] = {"decoder": None, "path": None}
+
+        def decode(name: str, start: int) -> None:
+            path = str(folder / name)
+            if state["decoder"] is None:
+                state["decoder"] = nvc.SimpleDecoder(path, cuda_stream=stream.cuda_stream,
+                                                     use_device_memory=True,
+                                                     output_color_type=color_type)  # fmt: skip
+            elif path != state["path"]:
+                state["decoder"].reconfigure_decoder(path)
+            state["path"] = path
+            frames = state["decoder"].get_batch_frames_by_index(
+                list(range(start, start + CLIP_LEN)))  # fmt: skip
+            if len(frames) != CLIP_LEN:
+                raise RuntimeError(f"{path}: {len(frames)} frames from {start}, not {CLIP_LEN}")
+            with torch.cuda.stream(stream):
+                torch.stack([_tensor(torch, f) for f in frames])
+            stream.synchronize()  # the decoder's surfaces are free again for its next clip
+
+        return decode, lambda: None
+
+    return reader
 
 
 def _tensor(torch: Any, frame: Any) -> Any:
@@ -203,19 +225,14 @@ def check_counts(nvc: Any, folder: Path, listing: list[dict], sample: int = 8) -
     return wrong
 
 
-def run(args: argparse.Namespace) -> None:
-    torch, consumer, part, streams, head = stand_in(args.graph, args.loader_sms)
-    import PyNvVideoCodec as nvc
-
+def run_phases(args: argparse.Namespace, head: dict, plan: list, kinds: tuple[str, ...],
+               readers: Callable[[str], Callable]) -> None:  # fmt: skip
+    """One line per phase of `args.phases` (the module docstring's): `decode`/`decode-1` with
+    readers(args.color), `none`, or one of `kinds` beside the step with readers(kind)."""
+    torch, consumer, part, streams = args.stand_in
     from bench.feed_torch import _profile
     from bench.measure import GilProbe
 
-    folder = Path(args.videos)
-    listing = [json.loads(line) for line in (folder / LISTING).read_text().splitlines()]
-    plan = clip_plan(listing, 1_000_000, args.seed)
-    head = {**head, "bench": "nvc", "pynvvideocodec": getattr(nvc, "__version__", "?"),
-            "videos": len(listing), "threads": args.threads, "rate_asked": args.rate,
-            "count_mismatches": check_counts(nvc, folder, listing)}  # fmt: skip
     for phase in [p.strip() for p in args.phases.split(",")]:
         whole = phase.startswith("whole-")
         kind = phase.removeprefix("whole-")
@@ -226,19 +243,18 @@ def run(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             if kind in ("decode", "decode-1"):
                 threads = 1 if kind == "decode-1" else args.threads
-                with Decoders(torch, nvc, folder, plan, threads, None, args.color) as dec:
+                with ClipThreads(plan, threads, None, readers(args.color)) as dec:
                     time.sleep(args.seconds)
                 line.update(threads=threads, color=args.color, **dec.summary())
             else:
-                if kind not in ("none", *COLORS):
+                if kind not in ("none", *kinds):
                     raise SystemExit(f"unknown phase {phase!r}")
                 with torch.cuda.stream(streams["whole" if whole else "part"]):
                     warm_up(torch, consumer, args.warmup)
                     if kind == "none":
                         line.update(timed_steps(consumer, args.steps))
                     else:
-                        with Decoders(torch, nvc, folder, plan, args.threads, args.rate,
-                                      kind) as dec:  # fmt: skip
+                        with ClipThreads(plan, args.threads, args.rate, readers(kind)) as dec:
                             time.sleep(1.0)  # the readers at their pace first
                             line.update(timed_steps(consumer, args.steps))
                             if phase == args.profile_phase:
@@ -248,6 +264,38 @@ def run(args: argparse.Namespace) -> None:
                         line.update(color=kind, **dec.summary())
             line["lock"] = gil.summary(t0, time.perf_counter(), listed=5)
         print(json.dumps(line), flush=True)
+
+
+def run_arguments(ap: argparse.ArgumentParser, phases: str, colors: tuple[str, ...]) -> None:
+    """The options of a probe's `run` (this one's, and bench.own_reader's)."""
+    ap.add_argument("--threads", type=int, default=14)
+    ap.add_argument("--rate", type=float, default=2300.0,
+                    help="clips a second asked of the readers beside the step")
+    ap.add_argument("--color", choices=colors, default=colors[0], help="for the decode phases")
+    ap.add_argument("--phases", default=phases)
+    ap.add_argument("--seconds", type=float, default=8.0, help="each decode phase")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--loader-sms", type=int, default=2)
+    ap.add_argument("--graph", action="store_true", help="the CUDA-graphed step")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile-phase", default="", help="profile this phase's extra steps")
+    ap.add_argument("--profile-steps", type=int, default=6)
+    ap.add_argument("--profile-trace", type=Path, default=None, help="keep its trace (.json.gz)")
+
+
+def run(args: argparse.Namespace) -> None:
+    torch, consumer, part, streams, head = stand_in(args.graph, args.loader_sms)
+    args.stand_in = (torch, consumer, part, streams)
+    import PyNvVideoCodec as nvc
+
+    folder = Path(args.videos)
+    listing = [json.loads(line) for line in (folder / LISTING).read_text().splitlines()]
+    head = {**head, "bench": "nvc", "pynvvideocodec": getattr(nvc, "__version__", "?"),
+            "videos": len(listing), "threads": args.threads, "rate_asked": args.rate,
+            "count_mismatches": check_counts(nvc, folder, listing)}  # fmt: skip
+    run_phases(args, head, clip_plan(listing, 1_000_000, args.seed), COLORS,
+               lambda color: pynvc_reader(torch, nvc, folder, color))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,20 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     rm.add_argument("--out", type=Path, required=True)
     rn = sub.add_parser("run", help="the phases (GPU, PyTorch, PyNvVideoCodec)")
     rn.add_argument("--videos", type=Path, required=True, help="a folder remux wrote")
-    rn.add_argument("--threads", type=int, default=14)
-    rn.add_argument("--rate", type=float, default=2300.0,
-                    help="clips a second asked of the readers beside the step")
-    rn.add_argument("--color", choices=COLORS, default="native", help="for the decode phases")
-    rn.add_argument("--phases", default="decode-1,decode,none,native,rgb,whole-none,whole-native")
-    rn.add_argument("--seconds", type=float, default=8.0, help="each decode phase")
-    rn.add_argument("--steps", type=int, default=60)
-    rn.add_argument("--warmup", type=int, default=8)
-    rn.add_argument("--loader-sms", type=int, default=2)
-    rn.add_argument("--graph", action="store_true", help="the CUDA-graphed step")
-    rn.add_argument("--seed", type=int, default=1)
-    rn.add_argument("--profile-phase", default="", help="profile this phase's extra steps")
-    rn.add_argument("--profile-steps", type=int, default=6)
-    rn.add_argument("--profile-trace", type=Path, default=None, help="keep its trace (.json.gz)")
+    run_arguments(rn, "decode-1,decode,none,native,rgb,whole-none,whole-native", COLORS)
     args = ap.parse_args(argv)
     if args.cmd == "remux":
         listing = remux(args.manifests, args.shards, args.out, args.split)

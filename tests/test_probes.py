@@ -66,3 +66,32 @@ def test_nvc_probe_runs_on_the_gpu() -> None:
     assert lines[0]["decoded_clips"] > 0 and lines[2]["decoded_clips"] > 0
     assert "errors" not in lines[2] and lines[2]["decoded_per_s"] <= 50 * 1.1
     assert 0 < lines[1]["step_ms_median"] and 0 < lines[2]["step_ms_median"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_own_reader_runs_on_the_gpu() -> None:
+    """bench.own_reader: NVDEC through our own reader maps every window alone and beside the
+    step, one line a phase, none failed. Needs footage: UCF3D_FOOTAGE, a folder holding
+    `manifests/` and `shards/` (e.g. bench footage + extract + shard; the GPU machine has no
+    ffmpeg), and a C compiler or UCF3D_OWN_READER (a library `python -m bench.own_reader build`
+    made)."""
+    import os
+
+    pytest.importorskip("torch")
+    pytest.importorskip("nvidia.dali")
+    footage = os.environ.get("UCF3D_FOOTAGE")
+    if not footage:
+        pytest.skip("UCF3D_FOOTAGE (a folder with manifests/ and shards/) not set")
+    if not os.environ.get("UCF3D_OWN_READER") and shutil.which("cc") is None:
+        pytest.skip("no C compiler and no UCF3D_OWN_READER")
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bench.own_reader", "run", "--manifests", f"{footage}/manifests",
+           "--shards", f"{footage}/shards", "--threads", "2", "--rate", "50", "--seconds", "1",
+           "--steps", "3", "--warmup", "2", "--phases", "decode-1,none,maps"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["phase"] for r in lines] == ["decode-1", "none", "maps"]
+    assert "errors" not in lines[0] and "errors" not in lines[2], lines
+    assert lines[0]["decoded_clips"] > 0 and 0 < lines[2]["decoded_per_s"] <= 50 * 1.1
+    assert 0 < lines[1]["step_ms_median"] and 0 < lines[2]["step_ms_median"]

@@ -111,3 +111,80 @@ def test_kernel_us_counts_only_kernels_launched_while_the_steps_ran() -> None:
     out = kernel_us(timed, 10.0, 59.0)
     assert out == {"n": 50, "median": 35.0, "p90": 55.0, "p99": 59.0, "max": 59.0}
     assert kernel_us(timed, 200.0, 300.0) == {"n": 0}
+
+
+def _framecrc(path: Path) -> list[tuple[int, int, bool]]:
+    """ffmpeg's own packets of a video: (size, Adler-32 from 0, keyframe) each."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+           "-c", "copy", "-f", "framecrc", "-"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        cols = [c.strip() for c in line.split(",")]
+        flags = next((int(c[2:], 16) for c in cols[6:] if c.startswith("F=")), 1)
+        rows.append((int(cols[4]), int(cols[5], 16), bool(flags & 1)))
+    return rows
+
+
+def test_own_reader_packets_are_ffmpegs(prepared, tmp_path: Path, monkeypatch) -> None:
+    """Every training video's packets, as the reader feeds them to NVDEC: the same bytes (size
+    and checksum) and keyframes as ffmpeg's demuxer finds, as many as the manifest's frames."""
+    import zlib
+
+    from bench.own_reader import load_videos
+
+    monkeypatch.setenv("UCF3D_CACHE", str(tmp_path / "videos"))
+    videos = load_videos(prepared.manifests, prepared.shards, prepared.split)
+    assert videos
+    for key, (data, pk) in videos.items():
+        (path,) = (tmp_path / "videos").glob(f"*-{key}.webm")
+        ours = [(int(s), zlib.adler32(data[o : o + s], 0), bool(k))
+                for o, s, k in zip(pk.offsets, pk.sizes, pk.key, strict=True)]  # fmt: skip
+        assert ours == _framecrc(path), key
+
+
+def test_own_reader_windows_start_at_a_keyframe() -> None:
+    import numpy as np
+
+    from bench.own_reader import Packets, packets
+
+    key = np.zeros(40, bool)
+    key[[0, 8, 16, 24, 32]] = True
+    pk = Packets(np.arange(40, dtype=np.int64), np.ones(40, np.int32), key)
+    assert pk.window(0) == (0, 16) and pk.window(8) == (8, 16) and pk.window(13) == (8, 21)
+    assert pk.window(24) == (24, 16)
+    with pytest.raises(ValueError, match="frames 25..40 of 40"):
+        pk.window(25)
+    with pytest.raises(ValueError, match="no keyframe"):
+        Packets(pk.offsets, pk.sizes, np.zeros(40, bool)).window(3)
+    with pytest.raises(ValueError, match="not a WebM"):
+        packets(b"RIFF\x00\x00\x00\x00AVI LIST")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) here")
+def test_own_reader_builds_and_says_why_it_cannot_open(tmp_path: Path, monkeypatch) -> None:
+    """The reader compiles against DALI's NVDEC headers, once per source; opened where the
+    driver is missing, it says so (an error, not a crash)."""
+    import ctypes
+
+    from bench import own_reader
+
+    lib = own_reader.build(cache=tmp_path)
+    assert lib.is_file() and lib.parent == tmp_path
+    built = lib.stat().st_mtime_ns
+    assert own_reader.build(cache=tmp_path) == lib and lib.stat().st_mtime_ns == built
+    monkeypatch.setenv("UCF3D_OWN_READER", str(lib))
+    assert own_reader.library_path() == lib
+    monkeypatch.setattr(own_reader.Reader, "_lib", None)
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        with pytest.raises(own_reader.ReaderError, match="no CUDA driver"):
+            own_reader.Reader()
+    else:
+        pytest.skip("a CUDA driver is here: the GPU test opens the reader")
+    monkeypatch.setenv("UCF3D_OWN_READER", str(tmp_path / "missing.so"))
+    with pytest.raises(FileNotFoundError, match="UCF3D_OWN_READER"):
+        own_reader.library_path()
