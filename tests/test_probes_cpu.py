@@ -188,3 +188,46 @@ def test_own_reader_builds_and_says_why_it_cannot_open(tmp_path: Path, monkeypat
     monkeypatch.setenv("UCF3D_OWN_READER", str(tmp_path / "missing.so"))
     with pytest.raises(FileNotFoundError, match="UCF3D_OWN_READER"):
         own_reader.library_path()
+
+
+def test_clip_threads_decode_the_plan_stop_on_an_error_and_close() -> None:
+    """nvc_probe.ClipThreads (both probes' readers run in it): every thread opens its reader
+    once and closes it, the plan's clips are taken at the pace asked, and the first error stops
+    them all and is reported."""
+    from bench.nvc_probe import ClipThreads
+
+    plan = [(f"v{i}", i) for i in range(10)]
+
+    def make_reader(fail_after: int | None):
+        seen: list[tuple[str, int]] = []
+        opened: list[int] = []
+        closed: list[int] = []
+
+        def reader(index: int):
+            opened.append(index)
+
+            def decode(name: str, start: int) -> None:
+                if fail_after is not None and len(seen) >= fail_after:
+                    raise RuntimeError(f"{name}: broken")
+                seen.append((name, start))
+
+            return decode, lambda: closed.append(index)
+
+        return reader, seen, opened, closed
+
+    reader, seen, opened, closed = make_reader(None)
+    with ClipThreads(plan, 3, 100.0, reader) as threads:
+        time.sleep(0.3)
+    out = threads.summary()
+    assert sorted(opened) == sorted(closed) == [0, 1, 2] and "errors" not in out
+    assert out["decoded_clips"] == len(seen) >= 20  # 100 a second for ~0.3 s
+    assert out["decoded_per_s"] <= 100 * 1.1
+    assert set(seen) == set(plan)  # the plan's clips, round and round
+
+    reader, seen, opened, closed = make_reader(25)
+    with ClipThreads(plan, 3, None, reader) as threads:
+        time.sleep(0.3)
+    out = threads.summary()
+    assert sorted(opened) == sorted(closed) == [0, 1, 2]
+    assert out["errors"][0].startswith("RuntimeError: v")
+    assert out["decoded_clips"] == len(seen) and 25 <= len(seen) <= 27  # a thread or two in flight
