@@ -1,9 +1,10 @@
 /* A reader of our own on NVDEC, the least GPU work a clip can cost: decode a clip's packets,
  * map only the window's frames (the driver's one kernel each), hold them mapped, unmap them.
- * bench/own_reader.py builds it (cc, NVDEC's headers from the DALI package), drives it from
- * Python threads through ctypes (which lets go of Python's lock for the length of each call) and
- * measures it beside the training step. Not part of the loader: a probe of what a reader of our
- * own would cost (docs/BENCHMARKS.md, "Nineteenth round").
+ * With a conversion (own_reader_convert.cu), one kernel a clip then reads the mapped frames, as
+ * a reader for training would. bench/own_reader.py builds it (cc, NVDEC's headers from the DALI
+ * package), drives it from Python threads through ctypes (which lets go of Python's lock for the
+ * length of each call) and measures it beside the training step. Not part of the loader: a probe
+ * of what a reader of our own would cost (docs/BENCHMARKS.md, "Nineteenth round").
  *
  * The driver's libraries are opened at run time (dlopen), so building needs no CUDA toolkit; the
  * few CUDA types NVDEC's headers use come from own_reader_inc/cuda.h. One `nvr` per thread: its own
@@ -34,6 +35,23 @@ typedef CUresult (*f_cuStreamCreate)(CUstream *, unsigned int);
 typedef CUresult (*f_cuStreamDestroy)(CUstream);
 typedef CUresult (*f_cuStreamSynchronize)(CUstream);
 typedef CUresult (*f_cuGetErrorString)(CUresult, const char **);
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef CUresult (*f_cuModuleLoadData)(CUmodule *, const void *);
+typedef CUresult (*f_cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+typedef CUresult (*f_cuModuleUnload)(CUmodule);
+typedef CUresult (*f_cuLaunchKernel)(CUfunction, unsigned int, unsigned int, unsigned int,
+                                     unsigned int, unsigned int, unsigned int, unsigned int,
+                                     CUstream, void **, void **);
+typedef CUresult (*f_cuMemAlloc)(CUdeviceptr *, size_t);
+typedef CUresult (*f_cuMemFree)(CUdeviceptr);
+
+/* own_reader_convert.cu's argument: the clip's mapped frames */
+typedef struct {
+  unsigned long long y[NVR_MAX_OUT];
+  unsigned int pitch[NVR_MAX_OUT];
+} Frames;
+#define CONVERT_THREADS 256
 
 static struct {
   int loaded;
@@ -48,6 +66,12 @@ static struct {
   f_cuStreamDestroy cuStreamDestroy;
   f_cuStreamSynchronize cuStreamSynchronize;
   f_cuGetErrorString cuGetErrorString;
+  f_cuModuleLoadData cuModuleLoadData;
+  f_cuModuleGetFunction cuModuleGetFunction;
+  f_cuModuleUnload cuModuleUnload;
+  f_cuLaunchKernel cuLaunchKernel;
+  f_cuMemAlloc cuMemAlloc;
+  f_cuMemFree cuMemFree;
   __typeof__(cuvidCreateVideoParser) *cuvidCreateVideoParser;
   __typeof__(cuvidParseVideoData) *cuvidParseVideoData;
   __typeof__(cuvidDestroyVideoParser) *cuvidDestroyVideoParser;
@@ -68,6 +92,12 @@ typedef struct nvr {
   CUvideodecoder decoder;
   CUVIDEOFORMAT format; /* the decoder's, to tell when it must be made again */
   int surfaces;         /* its decode surfaces */
+  int height, width;    /* its output frames' */
+  /* the conversion (nvr_open with PTX): one kernel a clip into `out` */
+  CUmodule module;
+  CUfunction convert;
+  CUdeviceptr out;
+  int out_h, out_w;
   /* the clip being decoded */
   int first_out, n_out, mapped, failed;
   unsigned long long ptr[NVR_MAX_OUT];
@@ -139,6 +169,12 @@ static int load_symbols(void) {
   SYM(cuda, cuStreamDestroy, "cuStreamDestroy_v2");
   SYM(cuda, cuStreamSynchronize, "cuStreamSynchronize");
   SYM(cuda, cuGetErrorString, "cuGetErrorString");
+  SYM(cuda, cuModuleLoadData, "cuModuleLoadData");
+  SYM(cuda, cuModuleGetFunction, "cuModuleGetFunction");
+  SYM(cuda, cuModuleUnload, "cuModuleUnload");
+  SYM(cuda, cuLaunchKernel, "cuLaunchKernel");
+  SYM(cuda, cuMemAlloc, "cuMemAlloc_v2");
+  SYM(cuda, cuMemFree, "cuMemFree_v2");
   SYM(cuvid, cuvidCreateVideoParser, "cuvidCreateVideoParser");
   SYM(cuvid, cuvidParseVideoData, "cuvidParseVideoData");
   SYM(cuvid, cuvidDestroyVideoParser, "cuvidDestroyVideoParser");
@@ -158,7 +194,24 @@ const char *nvr_load_error(void) { return api.error; }
 
 const char *nvr_error(nvr *r) { return r->error; }
 
-nvr *nvr_open(int device) {
+/* Free whatever of a reader was made (its context retained last, released last). */
+static void teardown(nvr *r) {
+  if (r->ctx && api.cuCtxPushCurrent(r->ctx) == 0) {
+    if (r->decoder) api.cuvidDestroyDecoder(r->decoder);
+    if (r->out) api.cuMemFree(r->out);
+    if (r->module) api.cuModuleUnload(r->module);
+    if (r->lock) api.cuvidCtxLockDestroy(r->lock);
+    if (r->stream) api.cuStreamDestroy(r->stream);
+    CUcontext popped;
+    api.cuCtxPopCurrent(&popped);
+  }
+  if (r->ctx) api.cuDevicePrimaryCtxRelease(r->device);
+  free(r);
+}
+
+/* A reader on `device`; with `ptx` (own_reader_convert.cu's), each clip's mapped frames are also
+ * converted into an out_h x out_w fp16 RGB clip by one kernel. */
+nvr *nvr_open(int device, const char *ptx, int out_h, int out_w) {
   if (load() != 0) return NULL;
   nvr *r = calloc(1, sizeof *r);
   if (!r) return NULL;
@@ -169,14 +222,20 @@ nvr *nvr_open(int device) {
   if (e == 0) {
     e = api.cuStreamCreate(&r->stream, 0x1 /* CU_STREAM_NON_BLOCKING */);
     if (e == 0) e = api.cuvidCtxLockCreate(&r->lock, r->ctx);
+    if (e == 0 && ptx) {
+      r->out_h = out_h;
+      r->out_w = out_w;
+      e = api.cuModuleLoadData(&r->module, ptx);
+      if (e == 0) e = api.cuModuleGetFunction(&r->convert, r->module, "nv12_clip");
+      if (e == 0) e = api.cuMemAlloc(&r->out, (size_t)NVR_MAX_OUT * out_h * out_w * 3 * 2);
+    }
     CUcontext popped;
     api.cuCtxPopCurrent(&popped);
   }
   if (e != 0) {
     snprintf(api.error, sizeof api.error, "could not open device %d: %s (%d)", device,
              cu_name(e), (int)e);
-    if (r->ctx) api.cuDevicePrimaryCtxRelease(r->device);
-    free(r);
+    teardown(r);
     return NULL;
   }
   return r;
@@ -229,6 +288,8 @@ static int CUDAAPI on_sequence(void *user, CUVIDEOFORMAT *f) {
   }
   r->format = *f;
   r->surfaces = surfaces;
+  r->height = (int)ci.ulTargetHeight;
+  r->width = (int)ci.ulTargetWidth;
   return surfaces;
 }
 
@@ -326,6 +387,18 @@ int nvr_clip(nvr *r, const unsigned char *data, const long long *offsets, const 
     e = api.cuvidParseVideoData(parser, &pk);
   }
   if (parser) api.cuvidDestroyVideoParser(parser);
+  if (e == 0 && !r->failed && r->mapped == n_out && r->convert) {
+    Frames frames;
+    memset(&frames, 0, sizeof frames);
+    memcpy(frames.y, r->ptr, n_out * sizeof *r->ptr);
+    memcpy(frames.pitch, r->pitch, n_out * sizeof *r->pitch);
+    void *args[] = {&frames, &r->height, &r->width, &r->out_h, &r->out_w, &r->out};
+    unsigned int pixels = (unsigned int)(r->out_h * r->out_w);
+    e = api.cuLaunchKernel(r->convert, (pixels + CONVERT_THREADS - 1) / CONVERT_THREADS,
+                           (unsigned int)n_out, 1, CONVERT_THREADS, 1, 1, 0, r->stream, args,
+                           NULL);
+    if (e != 0) fail(r, "the conversion kernel failed to launch: %s (%d)", cu_name(e), (int)e);
+  }
   CUcontext popped;
   api.cuCtxPopCurrent(&popped);
   if (r->failed) return -1;
@@ -347,13 +420,5 @@ void nvr_size(nvr *r, int *width, int *height) {
 void nvr_close(nvr *r) {
   if (!r) return;
   nvr_release(r);
-  if (api.cuCtxPushCurrent(r->ctx) == 0) {
-    if (r->decoder) api.cuvidDestroyDecoder(r->decoder);
-    if (r->lock) api.cuvidCtxLockDestroy(r->lock);
-    if (r->stream) api.cuStreamDestroy(r->stream);
-    CUcontext popped;
-    api.cuCtxPopCurrent(&popped);
-  }
-  api.cuDevicePrimaryCtxRelease(r->device);
-  free(r);
+  teardown(r);
 }

@@ -10,15 +10,16 @@ near 0.99 without (docs/BENCHMARKS.md, "Nineteenth round"), if it kept pace with
 probe is that floor, built: `own_reader.c`, native code driven from Python threads through
 ctypes (which lets go of Python's lock for each call), decodes a clip's packets (the WebM
 demuxed here, once per video, from the last keyframe at or before the window), maps the 16
-window frames (the driver's kernel each, nothing else on the GPU), holds them mapped until the
-clip's GPU work is done, and unmaps them. A reader for training would convert, crop and resize
-the 16 mapped frames in one kernel into the batch before unmapping: one more launch a clip, not
-measured here.
+window frames (the driver's kernel each), holds them mapped until the clip's GPU work is done,
+and unmaps them (`maps`: nothing else on the GPU). A reader for training would convert, crop and
+resize the 16 mapped frames into the batch in one kernel before unmapping: `convert` launches one
+of that size there (own_reader_convert.cu: nearest sampling of the whole frame, BT.601 colour,
+fp16 RGB; a stand-in of the right cost, its output not checked), 17 launches a clip in all.
 
 `run` takes the training videos of a split from the shards (through the verified video cache, as
 the NVDEC loader does) and runs the phases of bench.nvc_probe (`decode-1`, `decode`, `none`,
-`maps`, `whole-` for the step on every SM), one JSON line each: clips decoded a second alone and
-beside the step, the step's device ms, the host cores, the lock probe's stalls.
+`maps`, `convert`, `whole-` for the step on every SM), one JSON line each: clips decoded a second
+alone and beside the step, the step's device ms, the host cores, the lock probe's stalls.
 
 `build` compiles `own_reader.c` with `cc` against NVDEC's headers as the DALI package ships them
 (nvidia/dali/include/.../dynlink_nvcuvid) and `own_reader_inc/cuda.h` (the few CUDA types they
@@ -49,6 +50,9 @@ from loader.webm import BLOCKGROUP, CLUSTER, EBML, SEGMENT, SIMPLEBLOCK, _elemen
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "own_reader.c"
+CONVERT_CU, CONVERT_PTX = HERE / "own_reader_convert.cu", HERE / "own_reader_convert.ptx"
+OUT_SIZE = 112  # the conversion's output frames: out_size x out_size
+KINDS = ("maps", "convert")  # what a clip costs the GPU: its maps alone, or with the conversion
 CLIP_LEN = 16
 BLOCK, REFERENCEBLOCK = 0xA1, 0xFB  # inside a BlockGroup
 MAX_OUT = 32  # own_reader.c's NVR_MAX_OUT
@@ -140,7 +144,7 @@ def headers_dir() -> Path:
 
 def build(cache: Path | None = None, cc: str | None = None) -> Path:
     """The compiled reader (compiled now if this source has not been), its path."""
-    source = SOURCE.read_bytes() + (HERE / "own_reader_inc" / "cuda.h").read_bytes()
+    source = SOURCE.read_bytes() + (HERE / "own_reader_inc" / "cuda.h").read_bytes()  # its hash
     if cache is None:
         env = os.environ.get("UCF3D_CACHE")
         cache = (Path(env).parent if env else Path.home() / ".cache" / "ucf3d") / "own_reader"
@@ -183,7 +187,7 @@ class Reader:
         if cls._lib is None:
             lib = ctypes.CDLL(str(path or library_path()))  # each call lets go of Python's lock
             p, i, ll = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)
-            lib.nvr_open.restype, lib.nvr_open.argtypes = p, [i]
+            lib.nvr_open.restype, lib.nvr_open.argtypes = p, [i, ctypes.c_char_p, i, i]
             lib.nvr_load_error.restype, lib.nvr_load_error.argtypes = ctypes.c_char_p, []
             lib.nvr_error.restype, lib.nvr_error.argtypes = ctypes.c_char_p, [p]
             lib.nvr_clip.restype = i
@@ -195,9 +199,11 @@ class Reader:
             cls._lib = lib
         return cls._lib
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, device: int = 0, convert: bool = False) -> None:
+        """`convert`: each clip's mapped frames also read by own_reader_convert.cu's kernel."""
         self.lib = self.library()
-        self.handle = self.lib.nvr_open(device)
+        ptx = CONVERT_PTX.read_bytes() + b"\0" if convert else None
+        self.handle = self.lib.nvr_open(device, ptx, OUT_SIZE, OUT_SIZE)
         if not self.handle:
             raise ReaderError(self.lib.nvr_load_error().decode(errors="replace"))
         self.ptr = (ctypes.c_ulonglong * MAX_OUT)()
@@ -230,20 +236,23 @@ class Reader:
 
 
 def own_reader(videos: dict[str, tuple[bytes, Packets]]) -> Callable:
-    """bench.nvc_probe.ClipThreads' reader: a Reader of the thread's own mapping each clip's
-    window and releasing it (the floor: no conversion)."""
+    """bench.nvc_probe's readers: for `kind` ("maps" or "convert"), ClipThreads' reader, a Reader
+    of the thread's own mapping each clip's window (and converting it) and releasing it."""
 
-    def reader(index: int) -> tuple[Callable[[str, int], None], Callable[[], None]]:
-        r = Reader()
+    def readers(kind: str) -> Callable:
+        def reader(index: int) -> tuple[Callable[[str, int], None], Callable[[], None]]:
+            r = Reader(convert=kind == "convert")
 
-        def decode(name: str, start: int) -> None:
-            data, pk = videos[name]
-            r.clip(name, data, pk, start)
-            r.release()
+            def decode(name: str, start: int) -> None:
+                data, pk = videos[name]
+                r.clip(name, data, pk, start)
+                r.release()
 
-        return decode, r.close
+            return decode, r.close
 
-    return lambda kind: reader
+        return reader
+
+    return readers
 
 
 def load_videos(manifests: Path, shards: Path, split: int) -> dict[str, tuple[bytes, Packets]]:
@@ -281,8 +290,7 @@ def run(args: argparse.Namespace) -> None:
     listing = [{"file": k, "n_frames": len(pk.key)} for k, (_, pk) in videos.items()]
     head = {**head, "bench": "own_reader", "videos": len(videos), "threads": args.threads,
             "rate_asked": args.rate}  # fmt: skip
-    run_phases(args, head, clip_plan(listing, 1_000_000, args.seed), ("maps",),
-               own_reader(videos))
+    run_phases(args, head, clip_plan(listing, 1_000_000, args.seed), KINDS, own_reader(videos))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,14 +299,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="compile the reader (no GPU needed)")
+    sub.add_parser("ptx", help="rebuild own_reader_convert.ptx from its .cu (needs nvcc)")
     rn = sub.add_parser("run", help="the phases (GPU, PyTorch)")
     rn.add_argument("--manifests", type=Path, required=True)
     rn.add_argument("--shards", type=Path, required=True)
     rn.add_argument("--split", type=int, default=1)
-    run_arguments(rn, "decode-1,decode,none,maps,whole-none,whole-maps", ("maps",))
+    run_arguments(rn, "decode-1,decode,none,maps,convert,whole-none,whole-maps,whole-convert",
+                  KINDS)  # fmt: skip
     args = ap.parse_args(argv)
     if args.cmd == "build":
         print(json.dumps({"built": str(build())}))
+    elif args.cmd == "ptx":
+        from loader.handover import build_ptx
+
+        CONVERT_PTX.write_text(build_ptx(os.environ.get("NVCC", "nvcc"), CONVERT_CU))
+        print(json.dumps({"wrote": str(CONVERT_PTX)}))
     else:
         run(args)
 

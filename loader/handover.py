@@ -64,20 +64,21 @@ class HandoverError(RuntimeError):
     """The driver could not load or launch the hand-over kernel."""
 
 
-def source_digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+def source_digest(source: Path = SOURCE) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()
 
 
-def build_ptx(nvcc: str = "nvcc") -> str:
-    """The PTX of handover.cu, as committed: compiled for compute_75 (the oldest CUDA 13's nvcc
-    knows), then declared ISA 7.0 / sm_70 (it uses nothing newer), headed by the source's hash."""
+def build_ptx(nvcc: str = "nvcc", source: Path = SOURCE) -> str:
+    """The PTX of handover.cu (or another kernel source), as committed: compiled for compute_75
+    (the oldest CUDA 13's nvcc knows), then declared ISA 7.0 / sm_70 (it uses nothing newer),
+    headed by the source's hash."""
     made = subprocess.run(
-        [nvcc, "-ptx", "-arch=compute_75", "-O3", str(SOURCE), "-o", "-"],
+        [nvcc, "-ptx", "-arch=compute_75", "-O3", str(source), "-o", "-"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     ptx = re.sub(r"(?m)^\.version .*$", ".version 7.0", made.stdout, count=1)
     ptx = re.sub(r"(?m)^\.target .*$", ".target sm_70", ptx, count=1)
-    return f"// handover.cu sha256 {source_digest()}\n{ptx}"
+    return f"// {source.name} sha256 {source_digest(source)}\n{ptx}"
 
 
 @functools.cache  # a failure raises, and is not cached

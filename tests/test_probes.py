@@ -88,10 +88,11 @@ def test_own_reader_runs_on_the_gpu() -> None:
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bench.own_reader", "run", "--manifests", f"{footage}/manifests",
            "--shards", f"{footage}/shards", "--threads", "2", "--rate", "50", "--seconds", "1",
-           "--steps", "3", "--warmup", "2", "--phases", "decode-1,none,maps"]  # fmt: skip
+           "--steps", "3", "--warmup", "2", "--phases", "decode-1,none,maps,convert"]  # fmt: skip
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["phase"] for r in lines] == ["decode-1", "none", "maps"]
-    assert "errors" not in lines[0] and "errors" not in lines[2], lines
-    assert lines[0]["decoded_clips"] > 0 and 0 < lines[2]["decoded_per_s"] <= 50 * 1.1
-    assert 0 < lines[1]["step_ms_median"] and 0 < lines[2]["step_ms_median"]
+    assert [r["phase"] for r in lines] == ["decode-1", "none", "maps", "convert"]
+    assert not [r["errors"] for r in lines if "errors" in r]
+    assert lines[0]["decoded_clips"] > 0
+    for r in lines[2:]:
+        assert 0 < r["decoded_per_s"] <= 50 * 1.1 and 0 < r["step_ms_median"]

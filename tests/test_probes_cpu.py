@@ -181,8 +181,9 @@ def test_own_reader_builds_and_says_why_it_cannot_open(tmp_path: Path, monkeypat
     try:
         ctypes.CDLL("libcuda.so.1")
     except OSError:
-        with pytest.raises(own_reader.ReaderError, match="no CUDA driver"):
-            own_reader.Reader()
+        for convert in (False, True):
+            with pytest.raises(own_reader.ReaderError, match="no CUDA driver"):
+                own_reader.Reader(convert=convert)
     else:
         pytest.skip("a CUDA driver is here: the GPU test opens the reader")
     monkeypatch.setenv("UCF3D_OWN_READER", str(tmp_path / "missing.so"))
@@ -231,3 +232,23 @@ def test_clip_threads_decode_the_plan_stop_on_an_error_and_close() -> None:
     assert sorted(opened) == sorted(closed) == [0, 1, 2]
     assert out["errors"][0].startswith("RuntimeError: v")
     assert out["decoded_clips"] == len(seen) and 25 <= len(seen) <= 27  # a thread or two in flight
+
+
+def test_own_reader_conversion_ptx_is_its_source() -> None:
+    """Editing own_reader_convert.cu without `python -m bench.own_reader ptx` is caught; rebuilt
+    by the nvcc that made it (where there is one), the PTX is byte for byte the committed one."""
+    from bench.own_reader import CONVERT_CU, CONVERT_PTX
+    from loader.handover import build_ptx, source_digest
+
+    ptx = CONVERT_PTX.read_text()
+    assert ptx.splitlines()[0] == f"// own_reader_convert.cu sha256 {source_digest(CONVERT_CU)}", (
+        "bench/own_reader_convert.ptx is stale: run `python -m bench.own_reader ptx`"
+    )
+    assert ".visible .entry nv12_clip(" in ptx and ".target sm_70" in ptx
+    nvcc = shutil.which("nvcc")
+    made_by = re.search(r"release (\S+), (V\S+)", ptx)
+    if nvcc is None or made_by is None:
+        return
+    if made_by.group(2) in subprocess.run([nvcc, "--version"], capture_output=True,
+                                          text=True).stdout:  # fmt: skip
+        assert build_ptx(nvcc, CONVERT_CU) == ptx
