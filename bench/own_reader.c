@@ -247,8 +247,9 @@ static int CUDAAPI on_sequence(void *user, CUVIDEOFORMAT *f) {
                                                                  : NVR_SURFACES;
   if (r->decoder && r->format.coded_width == f->coded_width &&
       r->format.coded_height == f->coded_height && r->format.codec == f->codec &&
-      r->format.chroma_format == f->chroma_format && r->surfaces >= surfaces)
-    return r->surfaces;
+      r->format.chroma_format == f->chroma_format && r->surfaces >= surfaces &&
+      !memcmp(&r->format.display_area, &f->display_area, sizeof f->display_area))
+    return r->surfaces; /* the same decoder serves the next video of the same size */
   if (f->chroma_format != cudaVideoChromaFormat_420 || f->bit_depth_luma_minus8 != 0) {
     fail(r, "only 8-bit 4:2:0 video is read (chroma format %d, %d bits)", (int)f->chroma_format,
          8 + f->bit_depth_luma_minus8);
