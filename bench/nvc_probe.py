@@ -28,7 +28,12 @@ the clips decoded a second meanwhile and the host cores the process used, the lo
 stalls (bench.measure.GilProbe: a reader that holds Python's lock stops the training thread), and
 with `--profile-phase P` the kernels and copies of P per step (bench.kernels.summarize, the
 trace kept with `--profile-trace`). PyTorch and PyNvVideoCodec only (the GPU machine has no
-Paddle): a diagnostic, not a benchmark of record.
+Paddle): a diagnostic, not a benchmark of record. Its threads and phases (ClipThreads,
+run_phases) also drive bench.own_reader, our own reader's floor.
+
+What it found on an H200 (docs/BENCHMARKS.md, "Nineteenth round"): PyNvVideoCodec 2.2.4 is not
+that reader. Its threads decode 433 clips/s together (277 alone) with Python's lock taken, so the
+eager step beside them took 1.3 s instead of 60 ms, and it maps and copies every decoded frame.
 
 PyNvVideoCodec is not a dependency: `pip install PyNvVideoCodec` on the GPU machine (it needs
 the driver's NVDEC library), or, where that machine has no registry, the wheel for its Python
