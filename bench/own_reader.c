@@ -281,6 +281,13 @@ static int CUDAAPI on_sequence(void *user, CUVIDEOFORMAT *f) {
   ci.ulNumOutputSurfaces = NVR_MAX_OUT;
   ci.vidLock = r->lock;
   CUresult e = api.cuvidCreateDecoder(&r->decoder, &ci);
+  if (e != 0) { /* where the driver refuses that many: the SDK's usual decode surfaces, a clip's
+                 * worth of output ones */
+    surfaces = f->min_num_decode_surfaces + 4;
+    ci.ulNumDecodeSurfaces = surfaces;
+    ci.ulNumOutputSurfaces = 16;
+    e = api.cuvidCreateDecoder(&r->decoder, &ci);
+  }
   if (e != 0) {
     fail(r, "cuvidCreateDecoder (%ux%u) failed: %s (%d)", f->coded_width, f->coded_height,
          cu_name(e), (int)e);
