@@ -7,7 +7,6 @@ the GPU figures come from (FINDINGS.md). torch is imported only here.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -234,14 +233,12 @@ def torch_consumer(cfg: FeedConfig) -> Consumer:
     def batches(loader: ClipLoader, epochs: Iterable[int]) -> Iterator[tuple[Any, Any]]:
         if lc.stages_handover():  # one batch ahead on a stream of its own (loader.staging),
             slots.restart()  # across epochs too (the footage's epochs are one batch each)
-            raw = itertools.chain.from_iterable(loader.raw_epoch(e) for e in epochs)
-            yield from one_ahead(raw, stage, ready)
+            yield from one_ahead(loader.raw_epochs(epochs), stage, ready)
             return
-        for epoch in epochs:
-            for clips, batch in loader.raw_epoch(epoch):
-                x = to_torch(clips, len(batch), lc, into[0] if into else None)
-                holder.hold(clips, on_gpu=True)
-                yield x, labels(batch)
+        for clips, batch in loader.raw_epochs(epochs):
+            x = to_torch(clips, len(batch), lc, into[0] if into else None)
+            holder.hold(clips, on_gpu=True)
+            yield x, labels(batch)
 
     order, slots = StreamOrder(torch.cuda.Event), InputSlots()  # for the whole run, not an epoch
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -111,6 +110,12 @@ class ClipLoader:
         finally:
             pairs.close()  # an abandoned epoch reaches the backend now, as `yield from` did
 
+    def raw_epochs(self, epochs: Iterable[int]) -> Iterator[tuple[Any, PlanBatch]]:
+        """raw_epoch of each of `epochs`, one after the other; closing this closes the epoch
+        under way (and so reaches the backend), as closing raw_epoch does."""
+        for epoch in epochs:
+            yield from self.raw_epoch(epoch)
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of `epoch` in plan order; clips reach Paddle zero-copy through DLPack.
 
@@ -123,14 +128,12 @@ class ClipLoader:
         ahead ("side", "rest") across their boundaries too, which matters where an epoch is a
         batch or two (the benchmark footage's: one batch of 128)."""
         if self.cfg.stages_handover():
-            raw = itertools.chain.from_iterable(self.raw_epoch(e) for e in epochs)
-            yield from one_ahead(raw, self._stage, self._ready)
+            yield from one_ahead(self.raw_epochs(epochs), self._stage, self._ready)
             return
-        for epoch in epochs:
-            for clips, batch in self.raw_epoch(epoch):
-                tensor = to_paddle(clips, len(batch), self.cfg)
-                self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
-                yield self._batch(tensor, batch)
+        for clips, batch in self.raw_epochs(epochs):
+            tensor = to_paddle(clips, len(batch), self.cfg)
+            self._holder.hold(clips, on_gpu=tensor.place.is_gpu_place())
+            yield self._batch(tensor, batch)
 
     @staticmethod
     def _batch(tensor: paddle.Tensor, batch: PlanBatch) -> Batch:
