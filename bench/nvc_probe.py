@@ -64,23 +64,30 @@ CLIP_LEN = 16  # Hara's clip: 16 consecutive frames
 COLORS = ("native", "rgb")
 
 
+def training_videos(manifests: Path, shards: Path, split: int, cache: Path) -> list:
+    """(manifest record, local file) of every training video of `split`, staged into `cache`
+    from the shards as the NVDEC loader stages them (loader.videocache: sha256-checked)."""
+    from loader import LoaderConfig
+    from loader.source import load_dataset
+    from loader.videocache import stage_cache
+
+    cfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
+                       mode="train", batch_size=1)  # fmt: skip
+    dataset = load_dataset(cfg)
+    return list(zip(dataset.records, stage_cache(dataset, cache), strict=True))
+
+
 def remux(manifests: Path, shards: Path, out: Path, split: int = 1) -> list[dict]:
     """Every training video of `split`, its VP9 stream copied unchanged into `out`/<key>.mp4 (the
     shard's copy checked against the manifest's sha256 first); the listing written beside them."""
     import tempfile
 
-    from loader import LoaderConfig
-    from loader.source import load_dataset
-    from loader.videocache import stage_cache
     from prep.ffmpeg import ffmpeg_exe
 
-    cfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
-                       mode="train", batch_size=1)  # fmt: skip
-    dataset = load_dataset(cfg)
     out.mkdir(parents=True, exist_ok=True)
     listing = []
     with tempfile.TemporaryDirectory(prefix="ucf3d-remux-") as tmp:
-        for rec, src in zip(dataset.records, stage_cache(dataset, Path(tmp)), strict=True):
+        for rec, src in training_videos(manifests, shards, split, Path(tmp)):
             dst = out / f"{rec.key}.mp4"
             cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
                    "-map", "0:v:0", "-c", "copy", str(dst)]  # fmt: skip
@@ -230,11 +237,12 @@ def check_counts(nvc: Any, folder: Path, listing: list[dict], sample: int = 8) -
     return wrong
 
 
-def run_phases(args: argparse.Namespace, head: dict, plan: list, kinds: tuple[str, ...],
-               readers: Callable[[str], Callable]) -> None:  # fmt: skip
+def run_phases(args: argparse.Namespace, stand: tuple, head: dict, plan: list,
+               kinds: tuple[str, ...], readers: Callable[[str], Callable]) -> None:  # fmt: skip
     """One line per phase of `args.phases` (the module docstring's): `decode`/`decode-1` with
-    readers(args.color), `none`, or one of `kinds` beside the step with readers(kind)."""
-    torch, consumer, part, streams = args.stand_in
+    readers(args.color), `none`, or one of `kinds` beside the step with readers(kind); `stand`:
+    spill_probe.stand_in's (torch, consumer, partition, streams)."""
+    torch, consumer, part, streams = stand
     from bench.feed_torch import _profile
     from bench.measure import GilProbe
 
@@ -290,8 +298,8 @@ def run_arguments(ap: argparse.ArgumentParser, phases: str, colors: tuple[str, .
 
 
 def run(args: argparse.Namespace) -> None:
-    torch, consumer, part, streams, head = stand_in(args.graph, args.loader_sms)
-    args.stand_in = (torch, consumer, part, streams)
+    *stand, head = stand_in(args.graph, args.loader_sms)
+    torch = stand[0]
     import PyNvVideoCodec as nvc
 
     folder = Path(args.videos)
@@ -299,7 +307,7 @@ def run(args: argparse.Namespace) -> None:
     head = {**head, "bench": "nvc", "pynvvideocodec": getattr(nvc, "__version__", "?"),
             "videos": len(listing), "threads": args.threads, "rate_asked": args.rate,
             "count_mismatches": check_counts(nvc, folder, listing)}  # fmt: skip
-    run_phases(args, head, clip_plan(listing, 1_000_000, args.seed), COLORS,
+    run_phases(args, tuple(stand), head, clip_plan(listing, 1_000_000, args.seed), COLORS,
                lambda color: pynvc_reader(torch, nvc, folder, color))  # fmt: skip
 
 

@@ -258,15 +258,11 @@ def own_reader(videos: dict[str, tuple[bytes, Packets]]) -> Callable:
 def load_videos(manifests: Path, shards: Path, split: int) -> dict[str, tuple[bytes, Packets]]:
     """Every training video of the split, its bytes (from the verified video cache) and packets,
     by key; a video that is not a WebM this reader can read is named in the error."""
-    from loader import LoaderConfig
-    from loader.source import load_dataset
-    from loader.videocache import default_cache_dir, stage_cache
+    from bench.nvc_probe import training_videos
+    from loader.videocache import default_cache_dir
 
-    cfg = LoaderConfig(manifests=manifests, shards=shards, split=split, subset="train",
-                       mode="train", batch_size=1)  # fmt: skip
-    dataset = load_dataset(cfg)
     out = {}
-    for rec, path in zip(dataset.records, stage_cache(dataset, default_cache_dir()), strict=True):
+    for rec, path in training_videos(manifests, shards, split, default_cache_dir()):
         data = path.read_bytes()
         try:
             pk = packets(data)
@@ -285,12 +281,12 @@ def run(args: argparse.Namespace) -> None:
 
     library_path()  # before the step's set-up: a compiler error says so at once
     videos = load_videos(args.manifests, args.shards, args.split)
-    torch, consumer, part, streams, head = stand_in(args.graph, args.loader_sms)
-    args.stand_in = (torch, consumer, part, streams)
+    *stand, head = stand_in(args.graph, args.loader_sms)
     listing = [{"file": k, "n_frames": len(pk.key)} for k, (_, pk) in videos.items()]
     head = {**head, "bench": "own_reader", "videos": len(videos), "threads": args.threads,
             "rate_asked": args.rate}  # fmt: skip
-    run_phases(args, head, clip_plan(listing, 1_000_000, args.seed), KINDS, own_reader(videos))
+    run_phases(args, tuple(stand), head, clip_plan(listing, 1_000_000, args.seed), KINDS,
+               own_reader(videos))
 
 
 def main(argv: list[str] | None = None) -> None:
