@@ -15,6 +15,8 @@ and unmaps them (`maps`: nothing else on the GPU). A reader for training would c
 resize the 16 mapped frames into the batch in one kernel before unmapping: `convert` launches one
 of that size there (own_reader_convert.cu: nearest sampling of the whole frame, BT.601 colour,
 fp16 RGB; a stand-in of the right cost, its output not checked), 17 launches a clip in all.
+`last` decodes the same packets but maps only the window's last frame (one kernel a clip): what
+NVDEC's decoding costs the step, the maps mostly set apart.
 
 `run` takes the training videos of a split from the shards (through the verified video cache, as
 the NVDEC loader does) and runs the phases of bench.nvc_probe (`decode-1`, `decode`, `none`,
@@ -52,7 +54,8 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "own_reader.c"
 CONVERT_CU, CONVERT_PTX = HERE / "own_reader_convert.cu", HERE / "own_reader_convert.ptx"
 OUT_SIZE = 112  # the conversion's output frames: out_size x out_size
-KINDS = ("maps", "convert")  # what a clip costs the GPU: its maps alone, or with the conversion
+KINDS = ("maps", "convert", "last")  # what a clip costs the GPU: its maps alone, with the
+# conversion, or the decoding with only the last frame mapped
 CLIP_LEN = 16
 BLOCK, REFERENCEBLOCK = 0xA1, 0xFB  # inside a BlockGroup
 MAX_OUT = 32  # own_reader.c's NVR_MAX_OUT
@@ -209,20 +212,24 @@ class Reader:
         self.ptr = (ctypes.c_ulonglong * MAX_OUT)()
         self.pitch = (ctypes.c_uint * MAX_OUT)()
 
-    def clip(self, name: str, data: bytes, pk: Packets, start: int,
-             length: int = CLIP_LEN) -> tuple[list[int], list[int]]:  # fmt: skip
+    def clip(self, name: str, data: bytes, pk: Packets, start: int, length: int = CLIP_LEN,
+             mapped: int | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
         """Map frames start .. start + length - 1 of the video (`data`, its packets `pk`): their
-        NV12 surfaces' device pointers and pitches, valid until release() or the next clip."""
+        NV12 surfaces' device pointers and pitches, valid until release() or the next clip.
+        `mapped`: map only the window's last `mapped` frames (all of them decoded just the same)."""
         first, n = pk.window(start, length)
+        keep = length if mapped is None else mapped
+        if not 1 <= keep <= length:
+            raise ValueError(f"{keep} of {length} frames to map")
         offsets = np.ascontiguousarray(pk.offsets[first : first + n])
         sizes = np.ascontiguousarray(pk.sizes[first : first + n])
         got = self.lib.nvr_clip(
             self.handle, data, offsets.ctypes.data_as(ctypes.POINTER(ctypes.c_longlong)),
-            sizes.ctypes.data_as(ctypes.POINTER(ctypes.c_int)), n, first, start, length,
-            self.ptr, self.pitch)  # fmt: skip
-        if got != length:
+            sizes.ctypes.data_as(ctypes.POINTER(ctypes.c_int)), n, first, start + length - keep,
+            keep, self.ptr, self.pitch)  # fmt: skip
+        if got != keep:
             raise ReaderError(f"{name}: {self.lib.nvr_error(self.handle).decode(errors='replace')}")
-        return list(self.ptr[:length]), list(self.pitch[:length])
+        return list(self.ptr[:keep]), list(self.pitch[:keep])
 
     def release(self) -> None:
         """Unmap the last clip's frames once the GPU work queued on them is done."""
@@ -236,8 +243,8 @@ class Reader:
 
 
 def own_reader(videos: dict[str, tuple[bytes, Packets]]) -> Callable:
-    """bench.nvc_probe's readers: for `kind` ("maps" or "convert"), ClipThreads' reader, a Reader
-    of the thread's own mapping each clip's window (and converting it) and releasing it."""
+    """bench.nvc_probe's readers: for `kind` (one of KINDS), ClipThreads' reader, a Reader of the
+    thread's own mapping each clip's window (or its last frame; converting it) and releasing it."""
 
     def readers(kind: str) -> Callable:
         def reader(index: int) -> tuple[Callable[[str, int], None], Callable[[], None]]:
@@ -245,7 +252,7 @@ def own_reader(videos: dict[str, tuple[bytes, Packets]]) -> Callable:
 
             def decode(name: str, start: int) -> None:
                 data, pk = videos[name]
-                r.clip(name, data, pk, start)
+                r.clip(name, data, pk, start, mapped=1 if kind == "last" else None)
                 r.release()
 
             return decode, r.close
