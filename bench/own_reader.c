@@ -31,7 +31,7 @@ typedef CUresult (*f_cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
 typedef CUresult (*f_cuDevicePrimaryCtxRelease)(CUdevice);
 typedef CUresult (*f_cuCtxPushCurrent)(CUcontext);
 typedef CUresult (*f_cuCtxPopCurrent)(CUcontext *);
-typedef CUresult (*f_cuStreamCreate)(CUstream *, unsigned int);
+typedef CUresult (*f_cuStreamCreateWithPriority)(CUstream *, unsigned int, int);
 typedef CUresult (*f_cuStreamDestroy)(CUstream);
 typedef CUresult (*f_cuStreamSynchronize)(CUstream);
 typedef CUresult (*f_cuGetErrorString)(CUresult, const char **);
@@ -62,7 +62,7 @@ static struct {
   f_cuDevicePrimaryCtxRelease cuDevicePrimaryCtxRelease;
   f_cuCtxPushCurrent cuCtxPushCurrent;
   f_cuCtxPopCurrent cuCtxPopCurrent;
-  f_cuStreamCreate cuStreamCreate;
+  f_cuStreamCreateWithPriority cuStreamCreateWithPriority;
   f_cuStreamDestroy cuStreamDestroy;
   f_cuStreamSynchronize cuStreamSynchronize;
   f_cuGetErrorString cuGetErrorString;
@@ -165,7 +165,7 @@ static int load_symbols(void) {
   SYM(cuda, cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
   SYM(cuda, cuCtxPushCurrent, "cuCtxPushCurrent_v2");
   SYM(cuda, cuCtxPopCurrent, "cuCtxPopCurrent_v2");
-  SYM(cuda, cuStreamCreate, "cuStreamCreate");
+  SYM(cuda, cuStreamCreateWithPriority, "cuStreamCreateWithPriority");
   SYM(cuda, cuStreamDestroy, "cuStreamDestroy_v2");
   SYM(cuda, cuStreamSynchronize, "cuStreamSynchronize");
   SYM(cuda, cuGetErrorString, "cuGetErrorString");
@@ -210,8 +210,10 @@ static void teardown(nvr *r) {
 }
 
 /* A reader on `device`; with `ptx` (own_reader_convert.cu's), each clip's mapped frames are also
- * converted into an out_h x out_w fp16 RGB clip by one kernel. */
-nvr *nvr_open(int device, const char *ptx, int out_h, int out_w) {
+ * converted into an out_h x out_w fp16 RGB clip by one kernel. Its stream (where the driver maps
+ * the frames, and the conversion runs) has `priority` (CUDA's: lower is sooner, 0 the default;
+ * the driver clamps it to the device's range). */
+nvr *nvr_open(int device, const char *ptx, int out_h, int out_w, int priority) {
   if (load() != 0) return NULL;
   nvr *r = calloc(1, sizeof *r);
   if (!r) return NULL;
@@ -220,7 +222,7 @@ nvr *nvr_open(int device, const char *ptx, int out_h, int out_w) {
   if (e == 0) e = api.cuDevicePrimaryCtxRetain(&r->ctx, r->device);
   if (e == 0) e = api.cuCtxPushCurrent(r->ctx);
   if (e == 0) {
-    e = api.cuStreamCreate(&r->stream, 0x1 /* CU_STREAM_NON_BLOCKING */);
+    e = api.cuStreamCreateWithPriority(&r->stream, 0x1 /* CU_STREAM_NON_BLOCKING */, priority);
     if (e == 0) e = api.cuvidCtxLockCreate(&r->lock, r->ctx);
     if (e == 0 && ptx) {
       r->out_h = out_h;

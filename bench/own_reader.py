@@ -192,7 +192,7 @@ class Reader:
         if cls._lib is None:
             lib = ctypes.CDLL(str(path or library_path()))  # each call lets go of Python's lock
             p, i, ll = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)
-            lib.nvr_open.restype, lib.nvr_open.argtypes = p, [i, ctypes.c_char_p, i, i]
+            lib.nvr_open.restype, lib.nvr_open.argtypes = p, [i, ctypes.c_char_p, i, i, i]
             lib.nvr_load_error.restype, lib.nvr_load_error.argtypes = ctypes.c_char_p, []
             lib.nvr_error.restype, lib.nvr_error.argtypes = ctypes.c_char_p, [p]
             lib.nvr_clip.restype = i
@@ -204,11 +204,13 @@ class Reader:
             cls._lib = lib
         return cls._lib
 
-    def __init__(self, device: int = 0, convert: bool = False) -> None:
-        """`convert`: each clip's mapped frames also read by own_reader_convert.cu's kernel."""
+    def __init__(self, device: int = 0, convert: bool = False, priority: int = 0) -> None:
+        """`convert`: each clip's mapped frames also read by own_reader_convert.cu's kernel;
+        `priority`: its stream's (CUDA's: lower is sooner, 0 the default, clamped to the device's
+        range), where the driver maps the frames."""
         self.lib = self.library()
         ptx = CONVERT_PTX.read_bytes() + b"\0" if convert else None
-        self.handle = self.lib.nvr_open(device, ptx, OUT_SIZE, OUT_SIZE)
+        self.handle = self.lib.nvr_open(device, ptx, OUT_SIZE, OUT_SIZE, priority)
         if not self.handle:
             raise ReaderError(self.lib.nvr_load_error().decode(errors="replace"))
         self.ptr = (ctypes.c_ulonglong * MAX_OUT)()
@@ -244,13 +246,14 @@ class Reader:
             self.handle = None
 
 
-def own_reader(videos: dict[str, tuple[bytes, Packets]]) -> Callable:
+def own_reader(videos: dict[str, tuple[bytes, Packets]], priority: int = 0) -> Callable:
     """bench.nvc_probe's readers: for `kind` (one of KINDS), ClipThreads' reader, a Reader of the
-    thread's own mapping each clip's window (or its last frame; converting it) and releasing it."""
+    thread's own (its stream at `priority`) mapping each clip's window (or its last frame;
+    converting it) and releasing it."""
 
     def readers(kind: str) -> Callable:
         def reader(index: int) -> tuple[Callable[[str, int], None], Callable[[], None]]:
-            r = Reader(convert=kind == "convert")
+            r = Reader(convert=kind == "convert", priority=priority)
 
             def decode(name: str, start: int) -> None:
                 data, pk = videos[name]
@@ -293,9 +296,9 @@ def run(args: argparse.Namespace) -> None:
     *stand, head = stand_in(args.graph, args.loader_sms)
     listing = [{"file": k, "n_frames": len(pk.key)} for k, (_, pk) in videos.items()]
     head = {**head, "bench": "own_reader", "videos": len(videos), "threads": args.threads,
-            "rate_asked": args.rate}  # fmt: skip
+            "rate_asked": args.rate, "priority": args.priority}  # fmt: skip
     run_phases(args, tuple(stand), head, clip_plan(listing, 1_000_000, args.seed), KINDS,
-               own_reader(videos))
+               own_reader(videos, args.priority))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     rn.add_argument("--manifests", type=Path, required=True)
     rn.add_argument("--shards", type=Path, required=True)
     rn.add_argument("--split", type=int, default=1)
+    rn.add_argument("--priority", type=int, default=0,
+                    help="the readers' CUDA stream priority (lower is sooner: -5 is an H200's "
+                         "highest; the step's streams are at 0)")
     run_arguments(rn, "decode-1,decode,none,maps,convert,whole-none,whole-maps,whole-convert",
                   KINDS)  # fmt: skip
     args = ap.parse_args(argv)

@@ -71,11 +71,11 @@ def test_nvc_probe_runs_on_the_gpu() -> None:
 @pytest.mark.gpu
 @needs_gpu
 def test_own_reader_runs_on_the_gpu() -> None:
-    """bench.own_reader: NVDEC through our own reader maps every window alone and beside the
-    step, one line a phase, none failed. Needs footage: UCF3D_FOOTAGE, a folder holding
-    `manifests/` and `shards/` (e.g. bench footage + extract + shard; the GPU machine has no
-    ffmpeg), and a C compiler or UCF3D_OWN_READER (a library `python -m bench.own_reader build`
-    made)."""
+    """bench.own_reader: NVDEC through our own reader (its streams at high priority) maps every
+    window alone and beside the step, one line a phase, none failed. Needs footage:
+    UCF3D_FOOTAGE, a folder holding `manifests/` and `shards/` (e.g. bench footage + extract +
+    shard; the GPU machine has no ffmpeg), and a C compiler or UCF3D_OWN_READER (a library
+    `python -m bench.own_reader build` made)."""
     import os
 
     pytest.importorskip("torch")
@@ -89,11 +89,12 @@ def test_own_reader_runs_on_the_gpu() -> None:
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "bench.own_reader", "run", "--manifests", f"{footage}/manifests",
            "--shards", f"{footage}/shards", "--threads", "2", "--rate", "50", "--seconds", "1",
-           "--steps", "3", "--warmup", "2",
+           "--steps", "3", "--warmup", "2", "--priority", "-5",
            "--phases", "decode-1,none,maps,convert,last"]  # fmt: skip
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True)
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["phase"] for r in lines] == ["decode-1", "none", "maps", "convert", "last"]
+    assert {r["priority"] for r in lines} == {-5}
     assert not [r["errors"] for r in lines if "errors" in r]
     assert lines[0]["decoded_clips"] > 0
     for r in lines[2:]:
