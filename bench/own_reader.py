@@ -32,8 +32,9 @@ UCF3D_OWN_READER names such a library, and then nothing is compiled.
 
 Measured on an H200 (docs/BENCHMARKS.md, "Twentieth round"): it keeps pace on the partition but
 costs the eager step what DALI's whole loader does (+1.05-1.15 ms against +1.00), half of it
-NVDEC's decoding (`last`: +0.56), and falls behind without the partition; so no loader is built
-on it.
+NVDEC's decoding (`last`: +0.56), and falls behind without the partition. At `--priority -5`
+("Twenty-first round") it keeps pace without the partition, but the eager step pays +2.06 ms
+there, what the partition and the reader on it cost together; so no loader is built on it.
 """
 
 from __future__ import annotations
